@@ -1,0 +1,4 @@
+//! tessera-codec: audio <-> discrete codes.
+//!
+//! Audio I/O (decode any format symphonia supports, resample, write WAV), DSP (STFT, mel) and,
+//! one file per family, the neural audio codecs.

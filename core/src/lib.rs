@@ -1,0 +1,10 @@
+//! tessera-core: the shared ground of tessera.
+//!
+//! Devices and dtypes, the [`Codes`](codes::Codes) type and its safetensors file, weight loading
+//! from Hugging Face repository layouts, and the quantizers that every tokenizer is built from.
+
+pub mod device;
+pub mod error;
+
+pub use device::{DeviceSpec, parse_device};
+pub use error::{Error, Result};
