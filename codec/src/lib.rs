@@ -2,3 +2,6 @@
 //!
 //! Audio I/O (decode any format symphonia supports, resample, write WAV), DSP (STFT, mel) and,
 //! one file per family, the neural audio codecs.
+
+pub mod audio;
+pub mod dsp;

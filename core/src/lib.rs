@@ -5,6 +5,7 @@
 
 pub mod device;
 pub mod error;
+pub mod quant;
 
 pub use device::{DeviceSpec, parse_device};
 pub use error::{Error, Result};

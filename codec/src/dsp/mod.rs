@@ -1,0 +1,1 @@
+//! Signal processing: windows, STFT / inverse STFT, mel filterbanks and log-mel features.

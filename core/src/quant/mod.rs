@@ -1,0 +1,1 @@
+//! Quantizers: vector quantizer, residual VQ, FSQ and LFQ, on candle tensors.
