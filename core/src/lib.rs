@@ -3,9 +3,12 @@
 //! Devices and dtypes, the [`Codes`](codes::Codes) type and its safetensors file, weight loading
 //! from Hugging Face repository layouts, and the quantizers that every tokenizer is built from.
 
+pub mod codes;
 pub mod device;
 pub mod error;
+pub mod fsutil;
 pub mod quant;
 
+pub use codes::{Codes, CodesMeta};
 pub use device::{DeviceSpec, parse_device};
 pub use error::{Error, Result};
