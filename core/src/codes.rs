@@ -281,10 +281,9 @@ impl Codes {
         })?;
         let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
             .map_err(|e| Error::invalid(format!("not a codes file ({e})")))?;
-        let md = header
-            .metadata()
-            .clone()
-            .ok_or_else(|| Error::invalid("not a codes file: the safetensors file has no metadata"))?;
+        let md = header.metadata().clone().ok_or_else(|| {
+            Error::invalid("not a codes file: the safetensors file has no metadata")
+        })?;
         match md.get("format").map(String::as_str) {
             Some(FORMAT_NAME) => {}
             Some(other) => {
@@ -353,7 +352,10 @@ impl Codes {
         }
         let image_size = match (md.get("image_width"), md.get("image_height")) {
             (None, None) => None,
-            _ => Some((parse_key(&md, "image_width")?, parse_key(&md, "image_height")?)),
+            _ => Some((
+                parse_key(&md, "image_width")?,
+                parse_key(&md, "image_height")?,
+            )),
         };
         let meta = CodesMeta {
             tokenizer: md.get("tokenizer").cloned().unwrap_or_default(),

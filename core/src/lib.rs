@@ -4,11 +4,15 @@
 //! from Hugging Face repository layouts, and the quantizers that every tokenizer is built from.
 
 pub mod codes;
+pub mod config;
 pub mod device;
 pub mod error;
 pub mod fsutil;
+pub mod hub;
 pub mod quant;
+pub mod weights;
 
 pub use codes::{Codes, CodesMeta};
 pub use device::{DeviceSpec, parse_device};
-pub use error::{Error, Result};
+pub use error::{Error, Result, WithPath};
+pub use weights::{Checkpoint, KeyMap, WeightStore};

@@ -158,7 +158,10 @@ fn shape_disagreeing_with_metadata_is_refused() {
 fn codes_out_of_range_are_refused() {
     let bytes = raw_file(vec![("codes.0", level(2, 13, 2048))], good_metadata());
     let msg = load_err(&bytes);
-    assert!(msg.contains("out of range") && msg.contains("2048"), "{msg}");
+    assert!(
+        msg.contains("out of range") && msg.contains("2048"),
+        "{msg}"
+    );
 }
 
 #[test]
