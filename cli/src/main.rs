@@ -1,10 +1,91 @@
+//! `tessera`: discrete tokens for audio and images, from the command line.
+//!
+//! This binary is thin: it parses arguments, calls the libraries and reports. Exit status 0 on
+//! success, 1 when any input failed (each failure one `error: PATH: REASON` line on stderr),
+//! 2 for usage errors.
+
+mod commands;
+mod log;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
+use tessera_core::DeviceSpec;
 
 // candle allocates a fresh buffer per op; glibc maps large buffers afresh each time, which costs
-// 1.3-2x end to end (see docs/performance.md). mimalloc keeps them.
+// 1.3-2x end to end on codec workloads. mimalloc keeps and reuses them.
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
-fn main() {
-    std::process::exit(0);
+/// Turn audio and images into discrete codes that an LLM can read and write, and back.
+#[derive(Debug, Parser)]
+#[command(name = "tessera", version, about, long_about = None)]
+#[command(after_help = "Run `tessera <COMMAND> --help` for the options of one command.")]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command understands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GlobalArgs {
+    /// Where models run: cpu, cuda, cuda:N or metal (cuda/metal need a build with that feature).
+    #[arg(long, global = true, default_value = "cpu", value_name = "DEVICE")]
+    pub device: DeviceSpec,
+
+    /// Worker threads for CPU compute (default: all cores).
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub threads: Option<u16>,
+
+    /// Print only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print more detail about what is happening (repeat for even more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show what audio files and codes files hold.
+    ///
+    /// For audio: container format, codec, sample rate, channels, frames and duration, read from
+    /// the header (use --exact to count frames by decoding). For codes files: the tokenizer that
+    /// made them, the levels and their [codebooks, frames] shapes, frame rates and the duration of
+    /// the audio they describe.
+    Info(commands::info::InfoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    log::set_level(if cli.global.quiet {
+        log::Level::Quiet
+    } else {
+        log::Level::from_verbosity(cli.global.verbose)
+    });
+    if let Some(n) = cli.global.threads {
+        // candle and rayon read these when their pools start; nothing has started yet.
+        // SAFETY: single-threaded at this point of main.
+        unsafe {
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+            std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+        }
+    }
+    let outcome = match cli.command {
+        Command::Info(args) => commands::info::run(&args, &cli.global),
+    };
+    match outcome {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_failures) => ExitCode::from(1),
+        Err(e) => {
+            output::error_line(&e);
+            ExitCode::from(1)
+        }
+    }
 }
