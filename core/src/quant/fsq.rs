@@ -256,3 +256,68 @@ pub(crate) fn round_half_even(x: &Tensor) -> Result<Tensor> {
     };
     Ok(x.affine(1.0, magic)?.affine(1.0, -magic)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bound_constants_are_bit_identical_to_the_reference() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/quant");
+        for name in ["fsq", "fsq_proj"] {
+            let path = dir.join(format!("{name}.safetensors"));
+            let fixture = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+            let levels: Vec<u32> = fixture["levels"]
+                .to_dtype(DType::U32)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let fsq = Fsq::new(&levels, &Device::Cpu).unwrap();
+            for (ours, key) in [
+                (&fsq.half_l, "half_l"),
+                (&fsq.offset, "offset"),
+                (&fsq.shift, "shift"),
+            ] {
+                let ours: Vec<u32> = ours
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect();
+                let reference: Vec<u32> = fixture[key]
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect();
+                assert_eq!(ours, reference, "{name}: {key} for levels {levels:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn rounds_half_to_even_like_torch() {
+        let values = [
+            -2.5f32,
+            -1.5,
+            -0.5,
+            0.5,
+            1.5,
+            2.5,
+            3.5,
+            -3.49,
+            0.49999997,
+            1e6 + 0.5,
+        ];
+        let expected = [-2.0f32, -2.0, -0.0, 0.0, 2.0, 2.0, 4.0, -3.0, 0.0, 1e6];
+        let x = Tensor::new(&values, &Device::Cpu).unwrap();
+        let rounded = round_half_even(&x).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(rounded, expected);
+        let x64 = x.to_dtype(DType::F64).unwrap();
+        let rounded64 = round_half_even(&x64).unwrap().to_vec1::<f64>().unwrap();
+        let expected64: Vec<f64> = expected.iter().map(|&v| f64::from(v)).collect();
+        assert_eq!(rounded64, expected64);
+    }
+}
