@@ -73,3 +73,42 @@ pub fn assert_close(ours: &Tensor, reference: &Tensor, tol: f32, what: &str) -> 
     assert!(diff <= tol, "{what}: max abs diff {diff} > {tol}");
     diff
 }
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+/// Uniform values in [-scale, scale), as an f32 tensor of `shape` and as f64 in row-major order.
+pub fn random(rng: &mut StdRng, shape: &[usize], scale: f32) -> (Tensor, Vec<f64>) {
+    let n: usize = shape.iter().product();
+    let values: Vec<f32> = (0..n)
+        .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale)
+        .collect();
+    let as_f64 = values.iter().map(|&v| f64::from(v)).collect();
+    (
+        Tensor::from_vec(values, shape, &Device::Cpu).unwrap(),
+        as_f64,
+    )
+}
+
+pub fn random_codes(rng: &mut StdRng, shape: &[usize], size: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let codes: Vec<u32> = (0..n).map(|_| rng.random_range(0..size) as u32).collect();
+    Tensor::from_vec(codes, shape, &Device::Cpu).unwrap()
+}
+
+pub fn to_u32s(t: &Tensor) -> Vec<u32> {
+    t.flatten_all().unwrap().to_vec1::<u32>().unwrap()
+}
+
+pub fn to_f64s(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
+}
