@@ -11,7 +11,7 @@ use tessera_core::quant::{BitOrder, Fsq, Lfq, Projection, Quantizer};
 /// rounding is too close to a half-integer for f32 and f64 to be sure to agree.
 fn fsq_level(z: f64, levels: u32) -> (f64, bool) {
     let half_l = f64::from(levels - 1) * 1.001 / 2.0;
-    let offset = if levels % 2 == 0 { 0.5 } else { 0.0 };
+    let offset = if levels.is_multiple_of(2) { 0.5 } else { 0.0 };
     let shift = (offset / half_l).atanh();
     let bounded = (z + shift).tanh() * half_l - offset;
     let near_half = ((bounded - bounded.floor()) - 0.5).abs() < 1e-4;
@@ -134,7 +134,7 @@ fn fsq_codes_and_values_are_a_bijection() {
                 index += digit as u64 * place[c];
                 // The latent whose bound lands exactly on this level, to encode back.
                 let half_l = f64::from(l - 1) * 1.001 / 2.0;
-                let offset = if l % 2 == 0 { 0.5 } else { 0.0 };
+                let offset = if l.is_multiple_of(2) { 0.5 } else { 0.0 };
                 let rounded = digit - half_width;
                 latents[c * size + t] =
                     (((rounded + offset) / half_l).atanh() - (offset / half_l).atanh()) as f32;

@@ -16,9 +16,11 @@ struct Stage {
     vq: VectorQuantizer,
     codebook: Vec<f64>,
     codebook_dim: usize,
-    /// `(in_w [cd, dim], in_b, out_w [dim, cd], out_b)`.
-    projections: Option<(Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)>,
+    projections: Option<Affines>,
 }
+
+/// `(in_w [cd, dim], in_b, out_w [dim, cd], out_b)` in f64.
+type Affines = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
 
 fn stage(
     rng: &mut rand::rngs::StdRng,

@@ -73,7 +73,7 @@ impl Fsq {
             .collect();
         let offset: Vec<f32> = levels
             .iter()
-            .map(|&l| if l % 2 == 0 { 0.5 } else { 0.0 })
+            .map(|&l| if l.is_multiple_of(2) { 0.5 } else { 0.0 })
             .collect();
         let shift: Vec<f32> = offset
             .iter()
