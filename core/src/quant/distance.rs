@@ -79,9 +79,10 @@ impl NearestSearch {
                     _ => rows,
                 };
                 let row_norms = rows.sqr()?.sum_keepdim(1)?;
-                // Doubling is exact, so `2 * (x @ c)` equals the references' `(2 * x) @ c`; the
-                // additions then run in their order: (|x|² - 2xc) + |c|².
-                let dots = rows.matmul(keys_t)?.affine(2.0, 0.0)?;
+                // `(2 * x) @ c` as the references write it; doubling the [n, dim] rows is cheaper
+                // than doubling the [n, K] products, and exact either way. The additions then run
+                // in their order: (|x|² - 2xc) + |c|².
+                let dots = rows.affine(2.0, 0.0)?.matmul(keys_t)?;
                 row_norms.broadcast_sub(&dots)?.broadcast_add(key_norms)?
             }
             Prepared::Augmented { keys_t } => {

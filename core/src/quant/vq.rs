@@ -160,9 +160,9 @@ impl VectorQuantizer {
 
     /// DAC and SNAC compute each stage's output in their forward pass as
     /// `out_proj(z_e + (z_q - z_e))` (the straight-through estimator): the identity in exact
-    /// arithmetic, not always in f32. With this on, [`quantize`](Self::quantize) does the same,
-    /// so residuals, and hence the codes of later stages, match those implementations bit for
-    /// bit. Decoding from codes is unaffected.
+    /// arithmetic, not always in f32. With this on, [`quantize`](Self::quantize) and residual
+    /// encoding do the same, so the residual that later stages see carries the same rounding
+    /// as theirs (near-ties are decided by such last bits). Decoding from codes is unaffected.
     pub fn with_straight_through(mut self, on: bool) -> Self {
         self.straight_through = on;
         self
