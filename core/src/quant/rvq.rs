@@ -91,6 +91,13 @@ impl ResidualVectorQuantizer {
         self.stages[0].dtype()
     }
 
+    fn out_dtype(&self) -> DType {
+        match &self.projections {
+            Some((_, out_proj)) => out_proj.dtype(),
+            None => self.stages[0].out_dtype(),
+        }
+    }
+
     /// Codes `[batch, n_q, frames]` from the first `n_q` stages (1 <= n_q <= max); the later
     /// stages are not run.
     pub fn encode_n(&self, x: &Tensor, n_q: usize) -> Result<Tensor> {
@@ -124,7 +131,7 @@ impl ResidualVectorQuantizer {
         if batch * frames == 0 {
             return Ok((
                 Tensor::zeros((batch, n_q, frames), DType::U32, self.device())?,
-                Tensor::zeros((batch, self.dim(), frames), self.dtype(), self.device())?,
+                Tensor::zeros((batch, self.dim(), frames), self.out_dtype(), self.device())?,
             ));
         }
         let mut residual = self.project_in(x)?;
@@ -204,7 +211,7 @@ impl Quantizer for ResidualVectorQuantizer {
         if batch * frames == 0 {
             return Ok(Tensor::zeros(
                 (batch, self.dim(), frames),
-                self.dtype(),
+                self.out_dtype(),
                 self.device(),
             )?);
         }

@@ -216,6 +216,14 @@ impl VectorQuantizer {
         self.codebook.dtype()
     }
 
+    /// The dtype of decoded latents.
+    pub(crate) fn out_dtype(&self) -> DType {
+        match &self.projections {
+            Some((_, out_proj)) => out_proj.dtype(),
+            None => self.dtype(),
+        }
+    }
+
     /// Codes `[batch, frames]` and the quantized latents `[batch, dim, frames]` in one pass (what
     /// a codec's forward pass produces; equal to `decode(codes)` unless straight-through is on).
     pub fn quantize(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -223,7 +231,7 @@ impl VectorQuantizer {
         if batch * frames == 0 {
             return Ok((
                 Tensor::zeros((batch, frames), DType::U32, self.device())?,
-                Tensor::zeros((batch, self.dim(), frames), self.dtype(), self.device())?,
+                Tensor::zeros((batch, self.dim(), frames), self.out_dtype(), self.device())?,
             ));
         }
         let (codes, quantized) = self.quantize_rows(&rows::to_rows(x)?)?;
@@ -296,7 +304,7 @@ impl Quantizer for VectorQuantizer {
         if batch * frames == 0 {
             return Ok(Tensor::zeros(
                 (batch, self.dim(), frames),
-                self.dtype(),
+                self.out_dtype(),
                 self.device(),
             )?);
         }
