@@ -211,8 +211,10 @@ def main():
 
     def write(name, tensors, seed_used):
         path = out_dir / f"{name}.safetensors"
-        save_file(tensors, path, metadata={"generator": "scripts/reference/quantizers.py",
-                                            "seed": str(seed_used)})
+        # One metadata key: safetensors writes several in hash order, which would make
+        # regenerated files differ byte-wise.
+        save_file(tensors, path,
+                  metadata={"generator": f"scripts/reference/quantizers.py, seed {seed_used}"})
         print(f"{path}: {os.path.getsize(path)} bytes")
 
     torch.manual_seed(1)
