@@ -144,7 +144,9 @@ fn istft_length_pads_and_trims() {
     assert_eq!(default.len(), 100 * (spec.n_frames() - 1));
     let short = stft.inverse(&spec, Some(1_000)).expect("istft");
     assert_eq!(short[..], default[..1_000]);
-    let long = stft.inverse(&spec, Some(default.len() + 500)).expect("istft");
+    let long = stft
+        .inverse(&spec, Some(default.len() + 500))
+        .expect("istft");
     assert_eq!(long.len(), default.len() + 500);
     assert!(long[default.len() + 200..].iter().all(|&v| v == 0.0));
 }

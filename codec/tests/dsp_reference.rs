@@ -6,8 +6,8 @@ mod dsp_common;
 
 use dsp_common::*;
 use tessera_codec::dsp::{
-    LogScale, MelFilterbank, MelSpectrogram, MelSpectrogramConfig, Spectrogram, Stft, WindowPrecision,
-    window,
+    LogScale, MelFilterbank, MelSpectrogram, MelSpectrogramConfig, Spectrogram, Stft,
+    WindowPrecision, window,
 };
 
 const TOL: f32 = 1e-4;
@@ -159,5 +159,36 @@ fn mel_spectrograms_match_references() {
         );
         assert!(err_exact < TOL, "{name}: {err_exact} vs float64 reference");
         assert!(err < TOL + own, "{name}: {err} vs float32 reference");
+    }
+}
+
+#[test]
+fn presets_are_the_reference_recipes() {
+    let manifest = manifest();
+    let fixture = Fixture::open("mel.safetensors");
+    let presets = [
+        ("whisper80", MelSpectrogramConfig::whisper(80)),
+        ("whisper128", MelSpectrogramConfig::whisper(128)),
+        ("vocos", MelSpectrogramConfig::vocos_24khz()),
+        (
+            "ta16k_power_raw",
+            MelSpectrogramConfig::torchaudio(16_000, 400, 160, 80),
+        ),
+    ];
+    for (name, preset) in presets {
+        let case = manifest["mel"]
+            .as_array()
+            .expect("mel")
+            .iter()
+            .find(|c| c["name"] == name)
+            .expect("case");
+        let signal = signal(as_str(case, "signal"));
+        let ours = MelSpectrogram::new(preset)
+            .expect("preset")
+            .compute(&signal[..as_usize(case, "n")])
+            .expect("mel");
+        let (expected, _) = fixture.f32(as_str(case, "output"));
+        let err = max_rel_diff(&ours.data, &expected);
+        assert!(err < TOL, "{name}: {err}");
     }
 }

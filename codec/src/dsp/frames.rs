@@ -50,3 +50,57 @@ where
         result
     })
 }
+
+/// Runs `work(first_column, rows)` over `out`, a row-major `[n_rows, n_columns]` buffer, split
+/// into at most `threads` spans of whole columns. Each worker gets, for every row, the slice of
+/// that row covering its span, so that it can write whole columns without a transposed copy.
+pub(crate) fn run_columns<T, F>(
+    out: &mut [T],
+    n_rows: usize,
+    threads: usize,
+    work_per_column: usize,
+    work: F,
+) -> Result<()>
+where
+    T: Send,
+    F: Fn(usize, &mut [&mut [T]]) -> Result<()> + Sync,
+{
+    let n_rows = n_rows.max(1);
+    let n_columns = out.len() / n_rows;
+    if n_columns == 0 {
+        return Ok(());
+    }
+    let by_work = (n_columns * work_per_column.max(1)) / MIN_WORK_PER_THREAD;
+    let threads = threads.min(by_work).min(n_columns).max(1);
+    let span = n_columns.div_ceil(threads);
+    let mut shares: Vec<Vec<&mut [T]>> = (0..threads).map(|_| Vec::with_capacity(n_rows)).collect();
+    for row in out.chunks_exact_mut(n_columns) {
+        for (share, piece) in shares.iter_mut().zip(row.chunks_mut(span)) {
+            share.push(piece);
+        }
+    }
+    let mut shares = shares
+        .into_iter()
+        .enumerate()
+        .filter(|(_, s)| !s.is_empty());
+    let first = shares.next();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = shares
+            .map(|(i, mut share)| {
+                let work = &work;
+                scope.spawn(move || work(i * span, &mut share))
+            })
+            .collect();
+        let mut result = first.map_or(Ok(()), |(_, mut share)| work(0, &mut share));
+        for handle in handles {
+            let share_result = match handle.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            if result.is_ok() {
+                result = share_result;
+            }
+        }
+        result
+    })
+}

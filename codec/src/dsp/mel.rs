@@ -116,8 +116,17 @@ impl MelConfig {
         if self.n_fft == 0 {
             return Err(Error::config("mel n_fft must be positive"));
         }
-        if self.n_mels == 0 {
-            return Err(Error::config("n_mels must be positive"));
+        if self.n_mels == 0 || self.n_mels > MAX_N_MELS {
+            return Err(Error::config(format!(
+                "n_mels must be in 1..={MAX_N_MELS}, got {}",
+                self.n_mels
+            )));
+        }
+        if self.n_fft > MAX_N_FFT {
+            return Err(Error::config(format!(
+                "mel n_fft must be at most {MAX_N_FFT}, got {}",
+                self.n_fft
+            )));
         }
         let (f_min, f_max) = (self.f_min, self.resolved_f_max());
         let nyquist = self.sample_rate as f64 / 2.0;
@@ -155,6 +164,10 @@ impl MelConfig {
         }
     }
 }
+
+/// Bounds that catch mistyped configs before they allocate.
+const MAX_N_MELS: usize = 1 << 14;
+const MAX_N_FFT: usize = 1 << 20;
 
 const SLANEY_F_SP: f64 = 200.0 / 3.0;
 const SLANEY_MIN_LOG_HZ: f64 = 1000.0;
@@ -265,11 +278,15 @@ impl MelFilterbank {
     }
 
     /// The FFT bins where filter `mel` is non-zero (empty for a filter that falls between bins).
+    ///
+    /// Panics if `mel >= n_mels`.
     pub fn range(&self, mel: usize) -> Range<usize> {
         self.ranges[mel].clone()
     }
 
     /// The non-zero weights of filter `mel`, one per bin of [`MelFilterbank::range`].
+    ///
+    /// Panics if `mel >= n_mels`.
     pub fn weights(&self, mel: usize) -> &[f64] {
         &self.weights[self.offsets[mel]..self.offsets[mel] + self.ranges[mel].len()]
     }
@@ -305,13 +322,9 @@ impl MelFilterbank {
 
     /// `out[m] = sum_k weights[m][k] * spectrum[k]` over one frame's `n_freqs` values.
     #[inline]
-    pub fn apply_frame(&self, spectrum: &[f64], out: &mut [f64]) {
+    pub(crate) fn apply_frame(&self, spectrum: &[f64], out: &mut [f64]) {
         for (m, out) in out.iter_mut().enumerate().take(self.n_mels()) {
-            *out = spectrum[self.ranges[m].clone()]
-                .iter()
-                .zip(self.weights(m))
-                .map(|(&x, &w)| x * w)
-                .sum();
+            *out = dot(&spectrum[self.ranges[m].clone()], self.weights(m));
         }
     }
 
@@ -341,4 +354,20 @@ impl MelFilterbank {
         }
         Ok(out)
     }
+}
+
+/// A dot product with four independent accumulators: a single running sum is one long chain of
+/// dependent additions, which made the mel projection cost as much as the FFT.
+#[inline]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut lanes = [0.0f64; 4];
+    let (a4, a_rest) = a.split_at(a.len() - a.len() % 4);
+    let (b4, b_rest) = b.split_at(a4.len());
+    for (x, y) in a4.chunks_exact(4).zip(b4.chunks_exact(4)) {
+        for lane in 0..4 {
+            lanes[lane] += x[lane] * y[lane];
+        }
+    }
+    let tail: f64 = a_rest.iter().zip(b_rest).map(|(x, y)| x * y).sum();
+    (lanes[0] + lanes[2]) + (lanes[1] + lanes[3]) + tail
 }

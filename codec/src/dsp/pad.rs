@@ -66,6 +66,12 @@ impl PadMode {
 /// `signal` with `left` and `right` samples added by `mode`.
 pub fn pad(signal: &[f32], left: usize, right: usize, mode: PadMode) -> Result<Vec<f32>> {
     mode.check(signal.len(), left.max(right))?;
+    signal
+        .len()
+        .checked_add(left)
+        .and_then(|n| n.checked_add(right))
+        .filter(|&n| n <= isize::MAX as usize)
+        .ok_or_else(|| Error::invalid(format!("padding {left} + {right} is too large")))?;
     let start = -(left as isize);
     let end = (signal.len() + right) as isize;
     Ok((start..end).map(|i| mode.sample(signal, i)).collect())

@@ -37,7 +37,11 @@ impl Spectrogram {
                 im.len()
             )));
         }
-        let data = re.iter().zip(im).map(|(&r, &i)| Complex::new(r, i)).collect();
+        let data = re
+            .iter()
+            .zip(im)
+            .map(|(&r, &i)| Complex::new(r, i))
+            .collect();
         Self::new(n_freqs, n_frames, data)
     }
 
@@ -63,7 +67,8 @@ impl Spectrogram {
 
     /// Bin `freq` of frame `frame`, if both are in range.
     pub fn get(&self, freq: usize, frame: usize) -> Option<Complex<f32>> {
-        (freq < self.n_freqs && frame < self.n_frames).then(|| self.data[freq * self.n_frames + frame])
+        (freq < self.n_freqs && frame < self.n_frames)
+            .then(|| self.data[freq * self.n_frames + frame])
     }
 
     pub fn real(&self) -> Vec<f32> {
@@ -95,7 +100,11 @@ impl Spectrogram {
     /// `|X|^exponent` as a `[n_freqs, n_frames]` f32 tensor.
     pub fn magnitude_pow_tensor(&self, exponent: f32, device: &Device) -> Result<Tensor> {
         let values = self.magnitude_pow(exponent);
-        Ok(Tensor::from_vec(values, (self.n_freqs, self.n_frames), device)?)
+        Ok(Tensor::from_vec(
+            values,
+            (self.n_freqs, self.n_frames),
+            device,
+        )?)
     }
 }
 

@@ -8,13 +8,14 @@ use realfft::num_complex::Complex;
 use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 use tessera_core::{Error, Result};
 
-use super::frames::run_chunked;
+use super::frames::run_columns;
 use super::pad::PadMode;
 use super::spectrogram::Spectrogram;
 use super::window::{Window, WindowPrecision, window_with};
 
-/// Largest FFT size accepted, so that a mistyped config fails before allocating.
+/// Largest FFT size and hop accepted, so that a mistyped config fails before allocating.
 const MAX_N_FFT: usize = 1 << 20;
+const MAX_HOP: usize = 1 << 24;
 
 /// `torch.istft` refuses to divide by an overlap-add window envelope smaller than this.
 const MIN_ENVELOPE: f64 = 1e-11;
@@ -115,8 +116,11 @@ impl StftConfig {
                 self.n_fft
             )));
         }
-        if self.hop_length == 0 {
-            return Err(Error::config("hop_length must be positive"));
+        if self.hop_length == 0 || self.hop_length > MAX_HOP {
+            return Err(Error::config(format!(
+                "hop_length must be in 1..={MAX_HOP}, got {}",
+                self.hop_length
+            )));
         }
         if self.win_length == 0 || self.win_length > self.n_fft {
             return Err(Error::config(format!(
@@ -141,7 +145,11 @@ impl StftConfig {
             return Err(Error::invalid(format!(
                 "signal of {len} samples is shorter than one frame (n_fft {}{})",
                 self.n_fft,
-                if self.center { ", after centre padding" } else { "" }
+                if self.center {
+                    ", after centre padding"
+                } else {
+                    ""
+                }
             )));
         }
         Ok(1 + (padded - self.n_fft) / self.hop_length)
@@ -274,23 +282,22 @@ impl Stft {
         let n_freqs = self.n_freqs();
         let half = self.config.n_fft / 2 + 1;
         let n_fft = self.config.n_fft;
-        // Frame-major while computing so that workers own contiguous chunks; transposed after.
-        let mut by_frame = vec![Complex::new(0.0f32, 0.0); n_frames * n_freqs];
-        self.map_frames(signal, n_freqs, &mut by_frame, |spectrum, _: &mut (), row| {
-            for (out, value) in row.iter_mut().zip(spectrum) {
-                *out = Complex::new(value.re as f32, value.im as f32);
-            }
-            // The negative frequencies of a real signal's DFT are the conjugate mirror.
-            for k in half..n_freqs {
-                row[k] = row[n_fft - k].conj();
-            }
-        })?;
         let mut data = vec![Complex::new(0.0f32, 0.0); n_frames * n_freqs];
-        for (t, row) in by_frame.chunks_exact(n_freqs).enumerate() {
-            for (k, &value) in row.iter().enumerate() {
-                data[k * n_frames + t] = value;
-            }
-        }
+        self.map_frames(
+            signal,
+            n_frames,
+            n_freqs,
+            &mut data,
+            |spectrum, _: &mut (), rows, j| {
+                for (row, value) in rows.iter_mut().zip(spectrum) {
+                    row[j] = Complex::new(value.re as f32, value.im as f32);
+                }
+                // The negative frequencies of a real signal's DFT are the conjugate mirror.
+                for k in half..n_freqs {
+                    rows[k][j] = rows[n_fft - k][j].conj();
+                }
+            },
+        )?;
         Spectrogram::new(n_freqs, n_frames, data)
     }
 
@@ -337,39 +344,39 @@ impl Stft {
         Ok(())
     }
 
-    /// Analyses every frame of `signal` and lets `visit(spectrum, workspace, row)` turn it into
-    /// `width` outputs; `out` is frame-major `[n_frames, width]`. `workspace` is per-worker
-    /// state that `visit` reuses from frame to frame.
+    /// Analyses the first `n_frames` frames of `signal` and lets
+    /// `visit(spectrum, workspace, rows, j)` write column `j` of the calling worker's share of
+    /// `out`, a row-major `[n_rows, n_frames]` buffer (`rows[r][j]` is row `r`, frame
+    /// `first + j`). `workspace` is per-worker state that `visit` reuses from frame to frame.
     pub(crate) fn map_frames<T, W, F>(
         &self,
         signal: &[f32],
-        width: usize,
+        n_frames: usize,
+        n_rows: usize,
         out: &mut [T],
         visit: F,
     ) -> Result<()>
     where
         T: Send,
         W: Default,
-        F: Fn(&[Complex<f64>], &mut W, &mut [T]) + Sync,
+        F: Fn(&[Complex<f64>], &mut W, &mut [&mut [T]], usize) + Sync,
     {
-        let n_frames = self.n_frames(signal.len())?;
-        debug_assert_eq!(out.len(), n_frames * width);
-        let work_per_frame = self.config.n_fft.max(width);
-        run_chunked(
-            out,
-            width,
-            self.threads,
-            work_per_frame,
-            |first_frame, chunk| {
-                let mut buffers = self.new_buffers();
-                let mut workspace = W::default();
-                for (j, row) in chunk.chunks_exact_mut(width.max(1)).enumerate() {
-                    self.analyse_frame(signal, first_frame + j, &mut buffers)?;
-                    visit(&buffers.spectrum, &mut workspace, row);
-                }
-                Ok(())
-            },
-        )
+        if n_frames > self.n_frames(signal.len())? || out.len() != n_frames * n_rows {
+            return Err(Error::invalid(format!(
+                "{n_frames} frames of {n_rows} values do not fit this signal and buffer"
+            )));
+        }
+        let work_per_frame = self.config.n_fft.max(n_rows);
+        run_columns(out, n_rows, self.threads, work_per_frame, |first, rows| {
+            let mut buffers = self.new_buffers();
+            let mut workspace = W::default();
+            let columns = rows.first().map_or(0, |row| row.len());
+            for j in 0..columns {
+                self.analyse_frame(signal, first + j, &mut buffers)?;
+                visit(&buffers.spectrum, &mut workspace, rows, j);
+            }
+            Ok(())
+        })
     }
 
     /// The inverse STFT, as `torch.istft` with this configuration: inverse FFT of every frame,
@@ -393,10 +400,13 @@ impl Stft {
         if n_frames == 0 {
             return Err(Error::invalid("cannot invert a spectrogram with no frames"));
         }
-        let full_len = n_fft + hop * (n_frames - 1);
+        let full_len = hop
+            .checked_mul(n_frames - 1)
+            .and_then(|len| len.checked_add(n_fft))
+            .ok_or_else(|| Error::invalid("spectrogram has too many frames to invert"))?;
         let start = self.config.center_pad();
         let end = match length {
-            Some(length) => start + length,
+            Some(length) => start.saturating_add(length),
             None => full_len - start,
         };
         let kept = start.min(full_len)..end.min(full_len);
@@ -418,7 +428,7 @@ impl Stft {
                 *bin = Complex::new(value.re as f64, value.im as f64);
             }
             bins[0].im = 0.0;
-            if n_fft % 2 == 0 {
+            if n_fft.is_multiple_of(2) {
                 bins[half - 1].im = 0.0;
             }
             self.inverse

@@ -113,7 +113,12 @@ pub fn window_f64(kind: Window, len: usize, periodic: bool) -> Vec<f64> {
 }
 
 /// A window evaluated with `precision`, in f64.
-pub fn window_with(kind: Window, len: usize, periodic: bool, precision: WindowPrecision) -> Vec<f64> {
+pub fn window_with(
+    kind: Window,
+    len: usize,
+    periodic: bool,
+    precision: WindowPrecision,
+) -> Vec<f64> {
     match precision {
         WindowPrecision::Torch => window(kind, len, periodic)
             .into_iter()

@@ -70,9 +70,7 @@ pub fn signal(name: &str) -> Vec<f32> {
 }
 
 pub fn as_usize(v: &Value, key: &str) -> usize {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{key}: {v}")) as usize
+    v[key].as_u64().unwrap_or_else(|| panic!("{key}: {v}")) as usize
 }
 
 pub fn as_f64(v: &Value, key: &str) -> f64 {
