@@ -157,9 +157,9 @@ impl StftConfig {
 }
 
 /// Per-worker buffers for one frame; reused for every frame a worker handles.
-pub(crate) struct FrameBuffers {
+struct FrameBuffers {
     frame: Vec<f64>,
-    pub(crate) spectrum: Vec<Complex<f64>>,
+    spectrum: Vec<Complex<f64>>,
     fft_scratch: Vec<Complex<f64>>,
 }
 
@@ -301,7 +301,7 @@ impl Stft {
         Spectrogram::new(n_freqs, n_frames, data)
     }
 
-    pub(crate) fn new_buffers(&self) -> FrameBuffers {
+    fn new_buffers(&self) -> FrameBuffers {
         FrameBuffers {
             frame: vec![0.0; self.config.n_fft],
             spectrum: self.forward.make_output_vec(),
@@ -311,7 +311,7 @@ impl Stft {
 
     /// Windows frame `t` of `signal` and transforms it into `buffers.spectrum`
     /// (`n_fft / 2 + 1` bins, normalisation applied).
-    pub(crate) fn analyse_frame(
+    fn analyse_frame(
         &self,
         signal: &[f32],
         t: usize,
