@@ -311,12 +311,7 @@ impl Stft {
 
     /// Windows frame `t` of `signal` and transforms it into `buffers.spectrum`
     /// (`n_fft / 2 + 1` bins, normalisation applied).
-    fn analyse_frame(
-        &self,
-        signal: &[f32],
-        t: usize,
-        buffers: &mut FrameBuffers,
-    ) -> Result<()> {
+    fn analyse_frame(&self, signal: &[f32], t: usize, buffers: &mut FrameBuffers) -> Result<()> {
         let frame = &mut buffers.frame;
         // Samples outside the window's support stay zero from allocation: only the support is
         // ever written.
