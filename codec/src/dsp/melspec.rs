@@ -330,26 +330,16 @@ impl MelSpectrogram {
         self.compute(signal)?.to_tensor(device)
     }
 
-    /// Features of several signals of the same length, each computed on its own (per-signal
-    /// maxima for the recipes that use one).
+    /// Features of several signals, each computed on its own (per-signal maxima for the recipes
+    /// that use one). With at least as many signals as threads, each thread takes whole signals.
     pub fn compute_batch(&self, signals: &[&[f32]]) -> Result<Vec<MelFeatures>> {
-        let Some(first) = signals.first() else {
-            return Ok(Vec::new());
-        };
-        if let Some(other) = signals.iter().find(|s| s.len() != first.len()) {
-            return Err(Error::invalid(format!(
-                "batch signals must have the same length, got {} and {}",
-                first.len(),
-                other.len()
-            )));
-        }
         if signals.len() < self.stft.threads() {
             return signals.iter().map(|s| self.compute(s)).collect();
         }
-        // Enough signals to keep every thread busy: one signal per thread at a time.
         let single = self.stft.clone().with_threads(1);
+        let longest = signals.iter().map(|s| s.len()).max().unwrap_or(0);
+        let work_per_item = longest / self.config.stft.hop_length * self.config.stft.n_fft;
         let mut results: Vec<Option<MelFeatures>> = vec![None; signals.len()];
-        let work_per_item = self.stft.n_frames(first.len())? * self.config.stft.n_fft;
         run_chunked(
             &mut results,
             1,
@@ -367,15 +357,22 @@ impl MelSpectrogram {
 
     /// `[batch, n_mels, n_frames]` for signals of the same length.
     pub fn batch_tensor(&self, signals: &[&[f32]], device: &Device) -> Result<Tensor> {
-        if signals.is_empty() {
+        let Some(first) = signals.first() else {
             return Err(Error::invalid("empty batch"));
+        };
+        if let Some(other) = signals.iter().find(|s| s.len() != first.len()) {
+            return Err(Error::invalid(format!(
+                "batch signals must have the same length, got {} and {}",
+                first.len(),
+                other.len()
+            )));
         }
         let features = self.compute_batch(signals)?;
-        let (n_mels, n_frames) = (features[0].n_mels, features[0].n_frames);
+        let n_frames = self.n_frames(first.len())?;
         let data: Vec<f32> = features.into_iter().flat_map(|f| f.data).collect();
         Ok(Tensor::from_vec(
             data,
-            (signals.len(), n_mels, n_frames),
+            (signals.len(), self.n_mels(), n_frames),
             device,
         )?)
     }
