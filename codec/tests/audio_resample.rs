@@ -36,16 +36,33 @@ fn a_sine_keeps_its_frequency_level_and_phase() {
         let freq = zero_crossing_freq(mid, to);
         assert!((freq - 440.0).abs() < 0.05, "{from}->{to}: {freq} Hz");
         let level = sine_level_db(mid, 0.5);
-        assert!(level.abs() < 0.01, "{from}->{to}: level {level} dB");
+        assert!(level.abs() < 0.001, "{from}->{to}: level {level} dB");
 
         // Time-aligned: output frame j is the input signal at time j / to.
         let expected = analytic(440.0, to, y.len(), 0.5);
         let start = y.len() / 4;
-        let worst = mid
-            .iter()
-            .zip(&expected[start..])
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let worst = max_abs_diff(mid, &expected[start..]);
+        // Exact polyphase plan for these ratios: only the filter's passband ripple remains.
+        assert!(worst < 2e-5, "{from}->{to}: max deviation {worst}");
+    }
+}
+
+#[test]
+fn awkward_ratios_are_time_aligned_too() {
+    // 96000 -> 11025 needs more leading zeros than one rubato chunk; the others have too many
+    // phases for an exact table and interpolate between 256 of them (aligned to 1/256 frame).
+    for (from, to) in [
+        (96_000, 11_025),
+        (8_000, 12_346),
+        (44_100, 44_101),
+        (48_000, 47_999),
+    ] {
+        let x = analytic(440.0, from, from as usize / 2, 0.5);
+        let y = resample(&x, from, to).unwrap();
+        assert_eq!(y.len() as u64, resampled_len(x.len() as u64, from, to));
+        let expected = analytic(440.0, to, y.len(), 0.5);
+        let start = y.len() / 4;
+        let worst = max_abs_diff(middle(&y), &expected[start..]);
         assert!(worst < 1e-3, "{from}->{to}: max deviation {worst}");
     }
 }
@@ -103,6 +120,7 @@ fn output_length_is_round_n_times_ratio() {
         (22_050, 24_000),
         (44_100, 44_101),
         (8_000, 11_025),
+        (96_000, 11_025),
     ];
     for (from, to) in pairs {
         for n in [
@@ -217,7 +235,7 @@ fn reset_starts_a_new_signal() {
     let once = resample(&x, 22_050, 24_000).unwrap();
     let mut resampler = Resampler::new(22_050, 24_000, 1).unwrap();
     resampler.process(&[&x[..1234]]).unwrap();
-    resampler.reset();
+    resampler.reset().unwrap();
     let mut again = resampler.process(&[&x]).unwrap().remove(0);
     again.extend(resampler.flush().unwrap().remove(0));
     assert!(again == once, "not the same samples after reset");

@@ -20,10 +20,12 @@ pub struct AudioInfo {
     /// Channels in the file (before any down-mix).
     pub channels: usize,
     /// Frames per channel. From `probe`, this is what the container states (after encoder
-    /// delay and padding where the container records them), `None` when it does not say; from
-    /// `probe_exact` it is the number of frames that decoding yields.
+    /// delay and padding where the container records them), `None` when it does not say or
+    /// only allows a guess (Matroska/WebM, streamed WAV, ADTS AAC, MP3 without a LAME header);
+    /// from `probe_exact` it is the number of frames that decoding yields.
     pub frames: Option<u64>,
-    /// `frames / sample_rate`, or the container's own duration when it states no frame count.
+    /// `frames / sample_rate`; without a frame count, the container's own duration, or
+    /// symphonia's estimate from the bitrate (ADTS, MP3 without a LAME header).
     pub duration_s: Option<f64>,
     /// Bits per sample of the stored samples, for formats that have such a thing (PCM, FLAC,
     /// ALAC); `None` for lossy codecs.

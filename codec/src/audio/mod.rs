@@ -9,6 +9,7 @@ mod info;
 mod load;
 mod reader;
 mod resample;
+mod resample_plan;
 mod resampling_reader;
 mod source;
 mod wav;
@@ -19,9 +20,7 @@ pub use buffer::{
 pub use info::{AudioInfo, probe, probe_exact};
 pub use load::{load_audio, read_audio};
 pub use reader::{AudioReader, DEFAULT_CHUNK_FRAMES, MAX_CHUNK_FRAMES, ReadOptions};
-pub use resample::{
-    MAX_SINC_LEN, OVERSAMPLING, Resampler, SINC_LEN, WINDOW, resample, resample_buffer,
-    resampled_len,
-};
+pub use resample::{Resampler, resample, resample_buffer, resampled_len};
+pub use resample_plan::{MAX_SINC_LEN, SINC_LEN, WINDOW};
 pub use resampling_reader::ResamplingReader;
 pub use wav::{WavFormat, WavWriter, write_wav};

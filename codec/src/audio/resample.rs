@@ -6,27 +6,14 @@
 //! call over the whole signal. Quality settings and measured response: docs/audio-io.md.
 
 use rubato::audioadapter_buffers::direct::{SequentialSliceOfSlices, SequentialSliceOfVecs};
-use rubato::{
-    Async, FixedAsync, Indexing, Resampler as _, SincInterpolationParameters,
-    SincInterpolationType, WindowFunction,
-};
+use rubato::{Async, FixedAsync, Indexing, Resampler as _, SincInterpolationParameters};
 use tessera_core::{Error, Result};
 
 use super::buffer::{AudioBuffer, check_planar, sample_rate_in_range, sample_rate_range_text};
+use super::resample_plan::{WINDOW, plan};
 
-/// Sinc length (taps at the input rate) when upsampling. When downsampling it grows by
-/// `from / to` so that the transition band, measured at the output rate, stays as narrow.
-pub const SINC_LEN: usize = 256;
-/// Cap on the grown sinc length (reached only beyond 8x downsampling).
-pub const MAX_SINC_LEN: usize = 2048;
-/// Sub-sample positions tabulated between input samples (cubic interpolation between them).
-pub const OVERSAMPLING: usize = 256;
-/// The window of the sinc. The squared Blackman-Harris has very low side lobes.
-pub const WINDOW: WindowFunction = WindowFunction::BlackmanHarris2;
 /// Input frames per rubato call.
 const ENGINE_CHUNK: usize = 1024;
-/// Longest run of leading zeros tried when aligning the filter delay to a whole output frame.
-const MAX_ALIGN_ZEROS: u64 = 4096;
 
 /// Output length for `n` input frames: `round(n * to / from)`, halves rounded up.
 pub fn resampled_len(n: u64, from: u32, to: u32) -> u64 {
@@ -162,13 +149,14 @@ impl Resampler {
     }
 
     /// Forgets the signal so far; the next `process` starts a new one.
-    pub fn reset(&mut self) {
+    pub fn reset(&mut self) -> Result<()> {
         if let Some(engine) = &mut self.engine {
-            engine.reset();
+            engine.reset()?;
         }
         self.frames_in = 0;
         self.frames_out = 0;
         self.flushed = false;
+        Ok(())
     }
 }
 
@@ -188,10 +176,10 @@ impl std::fmt::Debug for Resampler {
 impl Engine {
     fn new(from: u32, to: u32, channels: usize) -> Result<Self> {
         let ratio = f64::from(to) / f64::from(from);
-        let sinc_len = sinc_len_for(ratio);
-        let params = SincInterpolationParameters::new(sinc_len, WINDOW)
-            .oversampling_factor(OVERSAMPLING)
-            .interpolation(SincInterpolationType::Cubic);
+        let plan = plan(from, to);
+        let params = SincInterpolationParameters::new(plan.sinc_len, WINDOW)
+            .oversampling_factor(plan.phases)
+            .interpolation(plan.interpolation);
         let rubato = Async::<f32>::new_sinc(
             ratio,
             1.0,
@@ -201,7 +189,7 @@ impl Engine {
             FixedAsync::Input,
         )
         .map_err(|e| Error::invalid(format!("cannot build the resampler: {e}")))?;
-        let (lead_zeros, delay) = alignment(from, to, sinc_len.next_multiple_of(8));
+        let (lead_zeros, delay) = (plan.lead_zeros, plan.delay);
         let scratch = vec![vec![0.0; rubato.output_frames_max()]; channels];
         let mut engine = Engine {
             rubato,
@@ -211,17 +199,20 @@ impl Engine {
             lead_zeros,
             delay,
         };
-        engine.reset();
+        engine.reset()?;
         Ok(engine)
     }
 
-    fn reset(&mut self) {
+    fn reset(&mut self) -> Result<()> {
         self.rubato.reset();
-        for pending in &mut self.pending {
-            pending.clear();
-            pending.resize(self.lead_zeros, 0.0);
-        }
+        self.pending.iter_mut().for_each(Vec::clear);
         self.to_skip = self.delay;
+        let zeros = vec![0.0f32; self.lead_zeros];
+        let lead: Vec<&[f32]> = vec![zeros.as_slice(); self.pending.len()];
+        // The zeros come out within the delay that `to_skip` drops, so nothing is emitted.
+        let out = self.push(&lead, zeros.len())?;
+        debug_assert!(out[0].is_empty());
+        Ok(())
     }
 
     fn pending_len(&self) -> usize {
@@ -322,44 +313,6 @@ fn run(
         .process_into_buffer(&input, &mut output, Some(&indexing))
         .map_err(|e| Error::invalid(format!("resampler: {e}")))?;
     Ok(produced)
-}
-
-fn sinc_len_for(ratio: f64) -> usize {
-    if ratio >= 1.0 {
-        SINC_LEN
-    } else {
-        ((SINC_LEN as f64 / ratio).ceil() as usize).min(MAX_SINC_LEN)
-    }
-}
-
-/// How many zeros to feed first, and how many output frames to drop, so that output frame
-/// `j` lands on input time `j / ratio`.
-///
-/// rubato's sinc resampler puts its first output (k = 0) at input time
-/// `1/r - N/2 + 1/F` (r = to/from, N = sinc length, F = oversampling): the filter is centred
-/// half a sinc behind, the first step is taken before the first output, and the tabulated sinc
-/// phases sit one table step early. With `z` leading zeros, output `j + D` is aligned for
-/// `D = r (N/2 + z - 1/F) - 1`. `z` is chosen so that `D` is as close to a whole number as the
-/// ratio allows; the residual is below 1% of an output frame for the common rates.
-fn alignment(from: u32, to: u32, sinc_len: usize) -> (usize, usize) {
-    let ratio = f64::from(to) / f64::from(from);
-    let period = u64::from(from / gcd(from, to)).min(MAX_ALIGN_ZEROS);
-    let delay_for =
-        |z: u64| ratio * (sinc_len as f64 / 2.0 + z as f64 - 1.0 / OVERSAMPLING as f64) - 1.0;
-    let mut best = (0u64, f64::INFINITY);
-    for z in 0..period {
-        let d = delay_for(z);
-        let miss = (d - d.round()).abs();
-        if miss < best.1 - 1e-9 {
-            best = (z, miss);
-        }
-    }
-    let delay = delay_for(best.0).round().max(0.0) as usize;
-    (best.0 as usize, delay)
-}
-
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// Resamples one channel in one call (same result as streaming it).

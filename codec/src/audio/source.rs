@@ -90,7 +90,16 @@ impl Source {
             .bits_per_sample
             .or(decoder.codec_params().bits_per_sample)
             .filter(|&b| b > 0 && lossless);
-        let (frames, duration_s) = declared_length(&track, format.as_ref(), params.sample_rate);
+        let format_name = format.format_info().short_name;
+        let (mut frames, duration_s) = declared_length(&track, format.as_ref(), params.sample_rate);
+        // ADTS, and MPEG audio without a LAME header, only have symphonia's estimate from the
+        // bitrate of the first frames: keep it as a duration, but do not present it as a count
+        // (nor hold the decoded length to it).
+        let mpeg_without_lame =
+            matches!(format_name, "mp1" | "mp2" | "mp3") && track.delay.is_none();
+        if mpeg_without_lame || format_name == "aac" {
+            frames = None;
+        }
 
         let mut source = Source {
             path: path.to_path_buf(),
@@ -107,7 +116,7 @@ impl Source {
             held: false,
             info: AudioInfo {
                 path: path.to_path_buf(),
-                format: format.format_info().short_name.to_string(),
+                format: format_name.to_string(),
                 codec,
                 sample_rate: params.sample_rate.unwrap_or(0),
                 channels: params.channels.as_ref().map_or(0, |c| c.count()),
