@@ -7,6 +7,7 @@
 mod buffer;
 mod info;
 mod load;
+mod open;
 mod reader;
 mod resample;
 mod resample_plan;

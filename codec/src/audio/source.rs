@@ -1,6 +1,5 @@
-//! The one place that talks to symphonia: open and probe a file, pick its audio track, make a
-//! decoder, and hand out one decoded packet at a time as planar f32, with every failure turned
-//! into a one-line `Error::File`.
+//! Decoding with symphonia: hands out one decoded packet at a time as planar f32, with every
+//! failure turned into a one-line `Error::File` (opening the file is in `open.rs`).
 //!
 //! Policy (documented in docs/audio-io.md):
 //! - a packet that fails to decode is an error (strict, the default) or is skipped and counted
@@ -12,23 +11,19 @@
 //! - NaN or infinite samples fail with the position of the first one;
 //! - a panic inside symphonia on malformed data is caught and reported as corrupt data.
 
-use std::fs::File;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use symphonia::core::codecs::audio::well_known as codec_ids;
-use symphonia::core::codecs::audio::{AudioCodecId, AudioCodecParameters, AudioDecoder};
-use symphonia::core::codecs::audio::{AudioDecoderOptions, CODEC_ID_NULL_AUDIO};
+use symphonia::core::codecs::audio::AudioDecoder;
 use symphonia::core::errors::Error as SymError;
-use symphonia::core::formats::probe::Hint;
-use symphonia::core::formats::{FormatOptions, FormatReader, Track, TrackType};
-use symphonia::core::io::MediaSourceStream;
-use symphonia::core::meta::MetadataOptions;
-use symphonia::core::units::{Duration, TimeBase};
+use symphonia::core::formats::FormatReader;
+use symphonia::core::units::TimeBase;
 use tessera_core::{Error, Result};
 
 use super::buffer::{first_non_finite, sample_rate_in_range, sample_rate_range_text};
 use super::info::AudioInfo;
+use super::open::{
+    guard, header_info, is_exact_count_codec, make_decoder, pick_track, probe_format,
+};
 
 pub(crate) struct Source {
     path: PathBuf,
@@ -39,7 +34,7 @@ pub(crate) struct Source {
     /// Packet durations are in frames, so a packet's `dur` can trim decoder output past the
     /// end of the stream (AAC in MP4 decodes whole 1024-frame blocks).
     packet_dur_in_frames: bool,
-    /// PCM and FLAC headers state the exact frame count; other codecs may round it to packets.
+    /// The header's frame count is exact, not rounded to whole packets.
     exact_frame_count: bool,
     skip_corrupt: bool,
     skipped_packets: u64,
@@ -56,22 +51,7 @@ pub(crate) struct Source {
 
 impl Source {
     pub(crate) fn open(path: &Path, skip_corrupt: bool) -> Result<Source> {
-        let file = open_file(path)?;
-        let mss = MediaSourceStream::new(Box::new(file), Default::default());
-        let mut hint = Hint::new();
-        if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
-            hint.with_extension(ext);
-        }
-        let format = guard(path, || {
-            symphonia::default::get_probe().probe(
-                &hint,
-                mss,
-                FormatOptions::default(),
-                MetadataOptions::default(),
-            )
-        })?
-        .map_err(|e| Error::file(path, probe_reason(&e)))?;
-
+        let format = probe_format(path)?;
         let track = pick_track(format.as_ref())
             .cloned()
             .ok_or_else(|| Error::file(path, "no audio track"))?;
@@ -82,30 +62,13 @@ impl Source {
             .cloned()
             .ok_or_else(|| Error::file(path, "no audio track"))?;
         let decoder = make_decoder(path, &params)?;
-        let codec = decoder.codec_info().short_name.to_string();
-        let exact_frame_count = codec.starts_with("pcm_") || codec == "flac";
-        // Containers fill in a bit depth for lossy codecs too (Matroska); it means nothing there.
-        let lossless = exact_frame_count || codec == "alac";
-        let bits_per_sample = params
-            .bits_per_sample
-            .or(decoder.codec_params().bits_per_sample)
-            .filter(|&b| b > 0 && lossless);
-        let format_name = format.format_info().short_name;
-        let (mut frames, duration_s) = declared_length(&track, format.as_ref(), params.sample_rate);
-        // ADTS, and MPEG audio without a LAME header, only have symphonia's estimate from the
-        // bitrate of the first frames: keep it as a duration, but do not present it as a count
-        // (nor hold the decoded length to it).
-        let mpeg_without_lame =
-            matches!(format_name, "mp1" | "mp2" | "mp3") && track.delay.is_none();
-        if mpeg_without_lame || format_name == "aac" {
-            frames = None;
-        }
+        let info = header_info(path, format.as_ref(), &track, &params, decoder.as_ref());
 
         let mut source = Source {
             path: path.to_path_buf(),
             track_id: track.id,
             packet_dur_in_frames: false,
-            exact_frame_count,
+            exact_frame_count: is_exact_count_codec(&info.codec),
             skip_corrupt,
             skipped_packets: 0,
             skipped_frames: 0,
@@ -114,16 +77,7 @@ impl Source {
             finished: false,
             block: Vec::new(),
             held: false,
-            info: AudioInfo {
-                path: path.to_path_buf(),
-                format: format_name.to_string(),
-                codec,
-                sample_rate: params.sample_rate.unwrap_or(0),
-                channels: params.channels.as_ref().map_or(0, |c| c.count()),
-                frames,
-                duration_s,
-                bits_per_sample,
-            },
+            info,
             format,
             decoder,
         };
@@ -214,14 +168,11 @@ impl Source {
                 continue;
             }
 
-            let decoded = guard(&self.path, || match self.decoder.decode(&packet) {
-                Ok(buf) => {
-                    let spec = buf.spec();
-                    let format = (spec.rate(), spec.channels().count());
+            let decoded = guard(&self.path, || {
+                self.decoder.decode(&packet).map(|buf| {
                     buf.copy_to_vecs_planar::<f32>(&mut self.block);
-                    Ok(format)
-                }
-                Err(e) => Err(e),
+                    (buf.spec().rate(), buf.spec().channels().count())
+                })
             })?;
             let (rate, channels) = match decoded {
                 Ok(format) => format,
@@ -370,126 +321,4 @@ impl Source {
 fn layout_text(rate: u32, channels: usize) -> String {
     let plural = if channels == 1 { "" } else { "s" };
     format!("{rate} Hz, {channels} channel{plural}")
-}
-
-fn open_file(path: &Path) -> Result<File> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::file(path, io_reason(&e)))?;
-    if meta.is_dir() {
-        return Err(Error::file(path, "is a directory, not an audio file"));
-    }
-    if meta.len() == 0 {
-        return Err(Error::file(path, "file is empty"));
-    }
-    File::open(path).map_err(|e| Error::file(path, io_reason(&e)))
-}
-
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".to_string(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        _ => format!("cannot open: {e}"),
-    }
-}
-
-fn probe_reason(e: &SymError) -> String {
-    match e {
-        SymError::Unsupported(_) => {
-            "not a recognised audio file (no supported container format found)".to_string()
-        }
-        SymError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            "truncated: the file ends inside its header".to_string()
-        }
-        SymError::IoError(io) => format!("read error: {io}"),
-        SymError::DecodeError(msg) => format!("malformed header: {msg}"),
-        other => format!("cannot read the header: {other}"),
-    }
-}
-
-/// The default audio track, else the first audio track whose codec is known.
-fn pick_track(format: &dyn FormatReader) -> Option<&Track> {
-    format
-        .default_track(TrackType::Audio)
-        .or_else(|| format.first_track_known_codec(TrackType::Audio))
-}
-
-fn make_decoder(path: &Path, params: &AudioCodecParameters) -> Result<Box<dyn AudioDecoder>> {
-    if params.codec == CODEC_ID_NULL_AUDIO {
-        return Err(Error::file(
-            path,
-            "the audio track's codec is not identified",
-        ));
-    }
-    let made = guard(path, || {
-        symphonia::default::get_codecs().make_audio_decoder(params, &AudioDecoderOptions::default())
-    })?;
-    made.map_err(|e| match e {
-        SymError::Unsupported(_)
-            if symphonia::default::get_codecs()
-                .get_audio_decoder(params.codec)
-                .is_none() =>
-        {
-            Error::file(
-                path,
-                format!(
-                    "unsupported codec {} (symphonia has no decoder for it)",
-                    codec_name(params.codec)
-                ),
-            )
-        }
-        other => Error::file(path, format!("cannot set up the decoder: {other}")),
-    })
-}
-
-/// Names for codecs that symphonia can demux but not decode, so the error says what it is.
-fn codec_name(id: AudioCodecId) -> String {
-    let known = [
-        (codec_ids::CODEC_ID_OPUS, "opus"),
-        (codec_ids::CODEC_ID_SPEEX, "speex"),
-        (codec_ids::CODEC_ID_MUSEPACK, "musepack"),
-        (codec_ids::CODEC_ID_AC3, "ac3"),
-        (codec_ids::CODEC_ID_EAC3, "eac3"),
-        (codec_ids::CODEC_ID_AC4, "ac4"),
-        (codec_ids::CODEC_ID_DCA, "dts"),
-        (codec_ids::CODEC_ID_WMA, "wma"),
-        (codec_ids::CODEC_ID_ATRAC3, "atrac3"),
-        (codec_ids::CODEC_ID_ATRAC3PLUS, "atrac3plus"),
-        (codec_ids::CODEC_ID_WAVPACK, "wavpack"),
-        (codec_ids::CODEC_ID_MONKEYS_AUDIO, "monkeys-audio"),
-        (codec_ids::CODEC_ID_TTA, "tta"),
-        (codec_ids::CODEC_ID_TRUEHD, "truehd"),
-        (codec_ids::CODEC_ID_SBC, "sbc"),
-    ];
-    known
-        .iter()
-        .find(|(known_id, _)| *known_id == id)
-        .map_or_else(|| format!("with id {id}"), |(_, name)| name.to_string())
-}
-
-/// The frame count and duration that the container states, without decoding.
-fn declared_length(
-    track: &Track,
-    format: &dyn FormatReader,
-    sample_rate: Option<u32>,
-) -> (Option<u64>, Option<f64>) {
-    let seconds =
-        |tb: Option<TimeBase>, dur: Option<Duration>| Some(tb?.calc_duration(dur?)?.as_secs_f64());
-    let frames = track.num_frames;
-    let duration_s = match (frames, sample_rate) {
-        (Some(n), Some(rate)) if rate > 0 => Some(n as f64 / f64::from(rate)),
-        _ => seconds(track.time_base, track.duration).or_else(|| {
-            let media = format.media_info();
-            seconds(media.time_base, media.duration)
-        }),
-    };
-    (frames, duration_s)
-}
-
-/// Runs a symphonia call, turning a panic on malformed data into an error about the file.
-fn guard<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|_| {
-        Error::file(
-            path,
-            "corrupt data: the decoder failed on malformed input (internal panic caught)",
-        )
-    })
 }
