@@ -206,3 +206,12 @@ fn load_audio_resamples_the_sine_and_can_down_mix() {
         read_audio(fixture("flac_s16.flac"), ChannelMode::Keep).unwrap()
     );
 }
+
+#[test]
+fn readers_and_writers_can_move_to_worker_threads() {
+    fn assert_send<T: Send>() {}
+    assert_send::<AudioReader>();
+    assert_send::<ResamplingReader>();
+    assert_send::<tessera_codec::audio::Resampler>();
+    assert_send::<WavWriter>();
+}
