@@ -180,6 +180,7 @@ impl Engine {
         let params = SincInterpolationParameters::new(plan.sinc_len, WINDOW)
             .oversampling_factor(plan.phases)
             .interpolation(plan.interpolation);
+        // A relative ratio range of 1.0: the ratio is fixed, so rubato sizes nothing for changes.
         let rubato = Async::<f32>::new_sinc(
             ratio,
             1.0,
