@@ -339,3 +339,18 @@ pub fn decode_codes(codec: &dyn AudioCodec, codes: &Codes, opts: &DecodeOptions)
         None => Ok(audio),
     }
 }
+
+/// candle attaches a backtrace to its errors when `RUST_BACKTRACE` is set; errors leaving a codec
+/// are one line (the reason), so drop it.
+pub(crate) fn one_line(e: Error) -> Error {
+    fn reason(e: &candle_core::Error) -> String {
+        match e {
+            candle_core::Error::WithBacktrace { inner, .. } => reason(inner),
+            other => other.to_string(),
+        }
+    }
+    match e {
+        Error::Candle(c) => Error::invalid(reason(&c)),
+        other => other,
+    }
+}

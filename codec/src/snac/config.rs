@@ -1,75 +1,77 @@
 //! SNAC's `config.json`, as `SNAC.from_config` / `SNAC(**config)` read it, and its checks.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tessera_core::config::{check_elems, check_range};
 use tessera_core::{Error, Result};
 
-/// The keyword arguments of `snac.SNAC` (version 1.2.1). Missing keys take the package's
-/// defaults (which describe the 44.1 kHz model); unknown keys are refused, as `SNAC(**config)`
-/// refuses them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The keyword arguments of `snac.SNAC` (version 1.2.1), as `config.json` holds them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SnacConfig {
-    #[serde(default = "defaults::sampling_rate")]
     pub sampling_rate: u32,
-    #[serde(default = "defaults::encoder_dim")]
     pub encoder_dim: usize,
-    #[serde(default = "defaults::encoder_rates")]
     pub encoder_rates: Vec<usize>,
     /// `None`: `encoder_dim * 2^len(encoder_rates)`, the only value the architecture accepts.
-    #[serde(default)]
     pub latent_dim: Option<usize>,
-    #[serde(default = "defaults::decoder_dim")]
     pub decoder_dim: usize,
-    #[serde(default = "defaults::decoder_rates")]
     pub decoder_rates: Vec<usize>,
     /// Local attention window (in latent frames); `null` in the config turns attention off.
-    #[serde(default = "defaults::attn_window_size")]
     pub attn_window_size: Option<usize>,
-    #[serde(default = "defaults::codebook_size")]
     pub codebook_size: usize,
-    #[serde(default = "defaults::codebook_dim")]
     pub codebook_dim: usize,
     /// Temporal stride of each level, coarse first.
-    #[serde(default = "defaults::vq_strides")]
     pub vq_strides: Vec<usize>,
     /// Whether the decoder has `NoiseBlock`s (and their weights).
-    #[serde(default = "defaults::yes")]
     pub noise: bool,
-    #[serde(default = "defaults::yes")]
     pub depthwise: bool,
 }
 
-mod defaults {
-    pub fn sampling_rate() -> u32 {
-        44100
+impl Default for SnacConfig {
+    /// `SNAC()`'s defaults, which describe the 44.1 kHz model of the first release.
+    fn default() -> Self {
+        SnacConfig {
+            sampling_rate: 44100,
+            encoder_dim: 64,
+            encoder_rates: vec![3, 3, 7, 7],
+            latent_dim: None,
+            decoder_dim: 1536,
+            decoder_rates: vec![7, 7, 3, 3],
+            attn_window_size: Some(32),
+            codebook_size: 4096,
+            codebook_dim: 8,
+            vq_strides: vec![8, 4, 2, 1],
+            noise: true,
+            depthwise: true,
+        }
     }
-    pub fn encoder_dim() -> usize {
-        64
-    }
-    pub fn encoder_rates() -> Vec<usize> {
-        vec![3, 3, 7, 7]
-    }
-    pub fn decoder_dim() -> usize {
-        1536
-    }
-    pub fn decoder_rates() -> Vec<usize> {
-        vec![7, 7, 3, 3]
-    }
-    pub fn attn_window_size() -> Option<usize> {
-        Some(32)
-    }
-    pub fn codebook_size() -> usize {
-        4096
-    }
-    pub fn codebook_dim() -> usize {
-        8
-    }
-    pub fn vq_strides() -> Vec<usize> {
-        vec![8, 4, 2, 1]
-    }
-    pub fn yes() -> bool {
-        true
+}
+
+const KEYS: &[&str] = &[
+    "sampling_rate",
+    "encoder_dim",
+    "encoder_rates",
+    "latent_dim",
+    "decoder_dim",
+    "decoder_rates",
+    "attn_window_size",
+    "codebook_size",
+    "codebook_dim",
+    "vq_strides",
+    "noise",
+    "depthwise",
+];
+
+/// `obj[key]` as a `T`, or `default` when absent; errors name the key.
+fn field<T: DeserializeOwned>(
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+    default: T,
+) -> Result<T> {
+    match obj.get(key) {
+        None => Ok(default),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| Error::config(format!("{key} = {v}: {e}"))),
     }
 }
 
@@ -84,6 +86,35 @@ const MAX_LEVELS: usize = 16;
 const MAX_PARAMS: u64 = 1 << 31;
 
 impl SnacConfig {
+    /// Read a parsed `config.json` as `SNAC(**config)` does: missing keys take the package's
+    /// defaults, unknown keys are refused. Values are checked separately by [`Self::validate`].
+    pub fn from_json(value: &Value) -> Result<Self> {
+        let obj = value
+            .as_object()
+            .ok_or_else(|| Error::config("a SNAC config is a JSON object of SNAC's arguments"))?;
+        if let Some(unknown) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(Error::config(format!(
+                "unknown key '{unknown}' (SNAC takes {})",
+                KEYS.join(", ")
+            )));
+        }
+        let d = SnacConfig::default();
+        Ok(SnacConfig {
+            sampling_rate: field(obj, "sampling_rate", d.sampling_rate)?,
+            encoder_dim: field(obj, "encoder_dim", d.encoder_dim)?,
+            encoder_rates: field(obj, "encoder_rates", d.encoder_rates)?,
+            latent_dim: field(obj, "latent_dim", d.latent_dim)?,
+            decoder_dim: field(obj, "decoder_dim", d.decoder_dim)?,
+            decoder_rates: field(obj, "decoder_rates", d.decoder_rates)?,
+            attn_window_size: field(obj, "attn_window_size", d.attn_window_size)?,
+            codebook_size: field(obj, "codebook_size", d.codebook_size)?,
+            codebook_dim: field(obj, "codebook_dim", d.codebook_dim)?,
+            vq_strides: field(obj, "vq_strides", d.vq_strides)?,
+            noise: field(obj, "noise", d.noise)?,
+            depthwise: field(obj, "depthwise", d.depthwise)?,
+        })
+    }
+
     /// hubertsiuzdak/snac_24khz (speech, 0.98 kbps, levels at 12, 23 and 47 Hz).
     pub fn snac_24khz() -> Self {
         SnacConfig {
@@ -192,7 +223,7 @@ impl SnacConfig {
             )));
         }
         let halvings = 1usize << self.decoder_rates.len();
-        if self.decoder_dim % halvings != 0 {
+        if !self.decoder_dim.is_multiple_of(halvings) {
             return Err(Error::config(format!(
                 "decoder_dim = {} must be divisible by 2^{} (it halves at each decoder stage)",
                 self.decoder_dim,
@@ -228,7 +259,11 @@ impl SnacConfig {
             }
         }
         let multiple = self.latent_multiple();
-        if let Some(&s) = self.vq_strides.iter().find(|&&s| multiple % s != 0) {
+        if let Some(&s) = self
+            .vq_strides
+            .iter()
+            .find(|&&s| !multiple.is_multiple_of(s))
+        {
             return Err(Error::config(format!(
                 "vq stride {s} does not divide the latent frame multiple {multiple} \
                  (lcm of vq_strides[0] and attn_window_size); the reference fails on such configs"
@@ -329,12 +364,21 @@ mod tests {
 
     #[test]
     fn json_defaults_and_null_window() {
-        let c: SnacConfig = serde_json::from_str("{}").unwrap();
+        let parse = |s: &str| SnacConfig::from_json(&serde_json::from_str(s).unwrap());
+        let c = parse("{}").unwrap();
+        assert_eq!(c, SnacConfig::default());
         assert_eq!(c.attn_window_size, Some(32));
-        assert_eq!(c.sampling_rate, 44100);
-        let c: SnacConfig = serde_json::from_str(r#"{"attn_window_size": null}"#).unwrap();
+        let c = parse(r#"{"attn_window_size": null, "sampling_rate": 24000}"#).unwrap();
         assert_eq!(c.attn_window_size, None);
-        assert!(serde_json::from_str::<SnacConfig>(r#"{"model_type": "snac"}"#).is_err());
+        assert_eq!(c.sampling_rate, 24000);
+        let e = parse(r#"{"model_type": "snac"}"#).unwrap_err().to_string();
+        assert!(e.contains("model_type"), "{e}");
+        let e = parse(r#"{"codebook_size": -3}"#).unwrap_err().to_string();
+        assert!(e.contains("codebook_size = -3"), "{e}");
+        assert!(parse("[1, 2]").is_err());
+        // Serialising gives back what parses.
+        let real = SnacConfig::snac_44khz();
+        assert_eq!(parse(&serde_json::to_string(&real).unwrap()).unwrap(), real);
     }
 
     #[test]

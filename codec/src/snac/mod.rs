@@ -29,7 +29,7 @@ pub use config::SnacConfig;
 
 use crate::codec::{
     AudioCodec, Capabilities, DecodeOptions, EncodeOptions, LevelSpec, Noise, check_audio,
-    check_levels,
+    check_levels, one_line,
 };
 use decoder::Decoder;
 use encoder::Encoder;
@@ -62,15 +62,16 @@ impl Snac {
     /// Load an opened checkpoint under the codec id `id`. Every weight in the checkpoint must be
     /// used, as torch's strict `load_state_dict` requires.
     pub fn from_checkpoint(ckpt: &Checkpoint, id: &str, device: &Device) -> Result<Self> {
-        let config: SnacConfig = ckpt.read_config()?;
-        config.validate().map_err(|e| e.with_path(&ckpt.config))?;
+        let config = SnacConfig::from_json(&ckpt.config_json()?)
+            .and_then(|c| c.validate().map(|()| c))
+            .map_err(|e| e.with_path(&ckpt.config))?;
         let store = Arc::new(ckpt.store(&KeyMap::new())?);
         let vb = VarBuilder::from_backend(
             Box::new(SharedStore(store.clone())),
             DType::F32,
             device.clone(),
         );
-        let model = Self::new(config, vb, id)?;
+        let model = Self::new(config, vb, id).map_err(one_line)?;
         let unused = store.unused_keys();
         if let Some(first) = unused.first() {
             return Err(Error::file(
@@ -109,6 +110,10 @@ impl Snac {
 
     /// Audio `[B, 1, T]` at the model's rate -> codes per level `[B, T_k]` u32, coarse first.
     pub fn encode(&self, audio: &Tensor) -> Result<Vec<Tensor>> {
+        self.encode_inner(audio).map_err(one_line)
+    }
+
+    fn encode_inner(&self, audio: &Tensor) -> Result<Vec<Tensor>> {
         let (_, t) = check_audio(self, audio)?;
         let x = audio.to_dtype(DType::F32)?.to_device(&self.device)?;
         let x = x.pad_with_zeros(2, 0, self.config.padded_len(t) - t)?;
@@ -118,6 +123,10 @@ impl Snac {
 
     /// Codes per level `[B, T_k]` u32 -> audio `[B, 1, T]` with `T = T_k * vq_strides[k] * hop`.
     pub fn decode(&self, codes: &[Tensor], noise: Noise) -> Result<Tensor> {
+        self.decode_inner(codes, noise).map_err(one_line)
+    }
+
+    fn decode_inner(&self, codes: &[Tensor], noise: Noise) -> Result<Tensor> {
         self.check_codes(codes)?;
         let codes = codes
             .iter()

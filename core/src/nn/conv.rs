@@ -161,7 +161,7 @@ impl Conv1d {
         cfg: Conv1dConfig,
         bias: bool,
     ) -> candle_core::Result<Self> {
-        if cfg.groups == 0 || c_in % cfg.groups != 0 {
+        if cfg.groups == 0 || !c_in.is_multiple_of(cfg.groups) {
             candle_core::bail!(
                 "conv1d: {c_in} input channels do not split into {} groups",
                 cfg.groups
@@ -363,7 +363,7 @@ impl ConvTranspose1d {
         cfg: ConvTranspose1dConfig,
         bias: bool,
     ) -> candle_core::Result<Self> {
-        if cfg.groups == 0 || c_out % cfg.groups != 0 {
+        if cfg.groups == 0 || !c_out.is_multiple_of(cfg.groups) {
             candle_core::bail!(
                 "conv_transpose1d: {c_out} output channels do not split into {} groups",
                 cfg.groups
