@@ -4,4 +4,6 @@
 //! one file per family, the neural audio codecs.
 
 pub mod audio;
+pub mod codec;
 pub mod dsp;
+pub mod snac;

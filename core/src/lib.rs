@@ -9,6 +9,7 @@ pub mod device;
 pub mod error;
 pub mod fsutil;
 pub mod hub;
+pub mod nn;
 pub mod quant;
 pub mod weights;
 

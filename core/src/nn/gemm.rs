@@ -1,0 +1,175 @@
+//! A bounds-checked front to the `gemm` crate's f32 kernel (the one candle's matmul uses).
+//!
+//! The convolutions call gemm on views of their own buffers (a time tile of the output, a strided
+//! window of the input), which candle's `matmul` cannot express without copies. Every call checks
+//! that the strided views lie inside their slices before the unsafe kernel runs.
+
+/// A read-only row-major view: element `(i, j)` is `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    pub fn new(data: &'a [f32], rs: usize, cs: usize) -> Self {
+        MatRef { data, rs, cs }
+    }
+}
+
+/// Number of elements a `rows x cols` view with strides `rs`, `cs` reaches.
+fn span(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * rs + (cols - 1) * cs + 1
+    }
+}
+
+/// A raw output pointer that jobs writing disjoint regions may share across threads.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: `SharedOut` is only handed to jobs that write disjoint element sets (each job owns a
+// distinct time tile or channel range); `sgemm_into` checks every access against `len`.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    pub fn new(buf: &mut [f32]) -> Self {
+        SharedOut {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+        }
+    }
+
+    /// Write `value` to elements `offset + i * rs + j` for `i < rows`, `j < cols`.
+    ///
+    /// # Safety
+    /// No other thread may access those elements during the call.
+    pub unsafe fn fill_rows(
+        &self,
+        offset: usize,
+        rows: usize,
+        cols: usize,
+        rs: usize,
+        value: &[f32],
+    ) {
+        assert!(offset + span(rows, cols, rs, 1) <= self.len && value.len() >= rows);
+        for (i, &v) in value.iter().take(rows).enumerate() {
+            // SAFETY: in bounds by the assert above; exclusive by the caller's contract.
+            let row =
+                unsafe { std::slice::from_raw_parts_mut(self.ptr.add(offset + i * rs), cols) };
+            row.fill(v);
+        }
+    }
+
+    /// A mutable row `offset..offset + len`.
+    ///
+    /// # Safety
+    /// No other thread may access those elements while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn row(&self, offset: usize, len: usize) -> &mut [f32] {
+        assert!(offset + len <= self.len);
+        // SAFETY: in bounds by the assert; exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(offset), len) }
+    }
+
+    /// `dst = lhs @ rhs` (or `dst += lhs @ rhs` when `accumulate`), where `dst` is the
+    /// `m x n` view at `offset` with row stride `dst_rs` and unit column stride.
+    ///
+    /// # Safety
+    /// No other thread may access the destination view during the call.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn sgemm_into(
+        &self,
+        offset: usize,
+        dst_rs: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+        lhs: MatRef<'_>,
+        rhs: MatRef<'_>,
+        accumulate: bool,
+        threads: usize,
+    ) {
+        if m == 0 || n == 0 {
+            return;
+        }
+        assert!(
+            offset + span(m, n, dst_rs, 1) <= self.len,
+            "gemm dst out of bounds"
+        );
+        assert!(
+            span(m, k, lhs.rs, lhs.cs) <= lhs.data.len(),
+            "gemm lhs out of bounds"
+        );
+        assert!(
+            span(k, n, rhs.rs, rhs.cs) <= rhs.data.len(),
+            "gemm rhs out of bounds"
+        );
+        let parallelism = if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        // SAFETY: all three views are in bounds (asserted above); the destination is exclusive
+        // by the caller's contract and never overlaps the inputs (they are shared borrows).
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                self.ptr.add(offset),
+                1,
+                dst_rs as isize,
+                accumulate,
+                lhs.data.as_ptr(),
+                lhs.cs as isize,
+                lhs.rs as isize,
+                rhs.data.as_ptr(),
+                rhs.cs as isize,
+                rhs.rs as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strided_views_multiply() {
+        // lhs 2x3 (row-major), rhs 3x2 read transposed from a 2x3 buffer.
+        let lhs = [1f32, 2., 3., 4., 5., 6.];
+        let rhs_t = [1f32, 0., 1., 0., 1., 1.];
+        let mut out = vec![10f32; 2 * 4];
+        let shared = SharedOut::new(&mut out);
+        // SAFETY: single-threaded, exclusive buffer.
+        unsafe {
+            shared.sgemm_into(
+                1,
+                4,
+                2,
+                2,
+                3,
+                MatRef::new(&lhs, 3, 1),
+                MatRef::new(&rhs_t, 1, 3),
+                false,
+                1,
+            )
+        };
+        assert_eq!(out, vec![10., 4., 5., 10., 10., 10., 11., 10.]);
+    }
+}

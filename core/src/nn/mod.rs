@@ -1,0 +1,14 @@
+//! Layers shared by the codecs: 1-D convolutions (plain, transposed, depthwise) with fast CPU
+//! kernels, the Snake activation, and a seedable noise source.
+
+mod conv;
+mod conv_cpu;
+mod gemm;
+mod rng;
+mod snake;
+
+pub use conv::{
+    Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig, causal_padding, same_padding,
+};
+pub use rng::NormalRng;
+pub use snake::Snake1d;
