@@ -6,4 +6,9 @@
 pub mod audio;
 pub mod codec;
 pub mod dsp;
+pub mod encodec;
+pub mod seanet;
 pub mod snac;
+
+mod hf_config;
+mod shared_store;
