@@ -82,6 +82,15 @@ impl Encodec {
     pub fn new(config: EncodecConfig, vb: VarBuilder, id: impl Into<String>) -> Result<Self> {
         config.validate()?;
         let seanet = config.seanet()?;
+        // The quantizer reads its codebooks without a shape; check them against the config
+        // first, so that a mismatch names the weight and the file.
+        let layers = vb.pp("quantizer").pp("layers");
+        for i in 0..config.num_quantizers() {
+            layers
+                .pp(i)
+                .pp("codebook")
+                .get((config.codebook_size, config.codebook_dim()), "embed")?;
+        }
         let quantizer = ResidualVectorQuantizer::load(
             &vb.pp("quantizer"),
             "layers",
@@ -178,9 +187,12 @@ impl Encodec {
     /// One chunk `[B, C, T]` -> codes `[B, n_q, ceil(T / hop)]` and, when normalising, the scale.
     fn encode_chunk(&self, x: &Tensor, n_q: usize) -> Result<(Tensor, Option<Tensor>)> {
         let (x, scale) = if self.config.normalize {
+            // The mean square in f64: a plain f32 sum over a second of audio is much less
+            // accurate than torch's pairwise one.
             let channels = x.dim(1)? as f64;
             let mono = (x.sum_keepdim(1)? / channels)?;
-            let scale = (mono.sqr()?.mean_keepdim(2)?.sqrt()? + 1e-8)?;
+            let rms = mono.to_dtype(DType::F64)?.sqr()?.mean_keepdim(2)?;
+            let scale = (rms.to_dtype(DType::F32)?.sqrt()? + 1e-8)?;
             (x.broadcast_div(&scale)?, Some(scale.flatten_all()?))
         } else {
             (x.clone(), None)

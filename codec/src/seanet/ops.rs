@@ -56,16 +56,18 @@ impl GroupNorm1 {
         })
     }
 
+    /// Statistics in f64 (torch sums them pairwise; a plain f32 sum over a whole second of
+    /// 32-channel audio would be far less accurate than either), then `x * a + b` with
+    /// `a = rstd * weight` and `b = bias - a * mean` per channel, as torch's kernel applies it.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (b, c, t) = x.dims3()?;
-        let flat = x.reshape((b, c * t))?;
+        let flat = x.to_dtype(DType::F64)?.reshape((b, c * t))?;
         let mean = flat.mean_keepdim(1)?;
-        let centred = flat.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(1)?;
-        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        normed
-            .reshape((b, c, t))?
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
+        let var = flat.broadcast_sub(&mean)?.sqr()?.mean_keepdim(1)?;
+        let rstd = ((var + self.eps)?.sqrt()?.recip()?).to_dtype(x.dtype())?;
+        let mean = mean.to_dtype(x.dtype())?.reshape((b, 1, 1))?;
+        let scale = rstd.reshape((b, 1, 1))?.broadcast_mul(&self.weight)?;
+        let shift = self.bias.broadcast_sub(&scale.broadcast_mul(&mean)?)?;
+        x.broadcast_mul(&scale)?.broadcast_add(&shift)
     }
 }
