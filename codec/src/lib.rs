@@ -7,6 +7,7 @@ pub mod audio;
 pub mod codec;
 pub mod dsp;
 pub mod encodec;
+pub mod mimi;
 pub mod seanet;
 pub mod snac;
 

@@ -56,6 +56,14 @@ impl ConvShape {
     pub fn dilation(self, dilation: usize) -> Self {
         ConvShape { dilation, ..self }
     }
+
+    pub fn groups(self, groups: usize) -> Self {
+        ConvShape { groups, ..self }
+    }
+
+    pub fn bias(self, bias: bool) -> Self {
+        ConvShape { bias, ..self }
+    }
 }
 
 /// How a SEANet conv pads and normalises.
