@@ -111,8 +111,8 @@ impl MimiConfig {
         let d = Self::mimi();
         let hidden_size: usize = field(obj, "hidden_size", d.hidden_size)?;
         let heads: usize = field(obj, "num_attention_heads", d.num_attention_heads)?;
-        // `upsampling_ratios or [8, 6, 5, 4]`, `codebook_dim or hidden_size`,
-        // `head_dim or hidden_size // num_attention_heads`.
+        // `upsampling_ratios or [8, 6, 5, 4]`, `head_dim or hidden_size // num_attention_heads`,
+        // and `codebook_dim` 256 when absent but `hidden_size` when null, as `MimiConfig` has it.
         let ratios: Option<Vec<usize>> = optional(obj, "upsampling_ratios")?;
         let head_dim: Option<usize> = optional(obj, "head_dim")?;
         let frame_rate = match optional::<f64>(obj, "frame_rate")? {
@@ -138,7 +138,10 @@ impl MimiConfig {
             compress: field(obj, "compress", d.compress)?,
             trim_right_ratio: field(obj, "trim_right_ratio", d.trim_right_ratio)?,
             codebook_size: field(obj, "codebook_size", d.codebook_size)?,
-            codebook_dim: optional(obj, "codebook_dim")?.unwrap_or(hidden_size),
+            codebook_dim: match obj.get("codebook_dim") {
+                None => d.codebook_dim,
+                Some(_) => optional(obj, "codebook_dim")?.unwrap_or(hidden_size),
+            },
             num_quantizers: field(obj, "num_quantizers", d.num_quantizers)?,
             use_conv_shortcut: field(obj, "use_conv_shortcut", d.use_conv_shortcut)?,
             vector_quantization_hidden_dimension: field(
@@ -570,7 +573,13 @@ mod tests {
         bad(&|c| c.codebook_size = 2000, "power of 2");
         bad(&|c| c.codebook_dim = 128, "codebook_dim");
         bad(&|c| c.upsample_groups = 7, "upsample_groups");
-        bad(&|c| c.num_attention_heads = 7, "num_attention_heads");
+        bad(
+            &|c| {
+                c.num_attention_heads = 3;
+                c.num_key_value_heads = 3;
+            },
+            "divisible by num_attention_heads",
+        );
         bad(&|c| c.num_key_value_heads = 3, "num_key_value_heads");
         bad(&|c| c.head_dim = 63, "head_dim");
         bad(&|c| c.hidden_act = "tanh".into(), "hidden_act");
