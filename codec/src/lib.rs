@@ -6,4 +6,5 @@
 pub mod audio;
 pub mod codec;
 pub mod dsp;
+pub mod registry;
 pub mod snac;
