@@ -1,0 +1,10 @@
+//! tessera-lm: the unified LLM-style decoder.
+//!
+//! One decoder reads the checkpoints of Llama 3.x, Qwen2/2.5, Qwen3, Gemma 3 (text) and
+//! MiMo-V2-Flash's dense attention scheme from their Hugging Face layout. Layers with a sliding
+//! window keep a ring-buffer KV cache of exactly the window size, global layers a growing one;
+//! attention sinks, partial RoPE and value scaling are per-layer settings of one attention.
+
+pub mod config;
+
+pub use config::{Activation, AttentionConfig, DecoderConfig, Family, RopeConfig, RopeScaling};
