@@ -5,6 +5,15 @@
 //! window keep a ring-buffer KV cache of exactly the window size, global layers a growing one;
 //! attention sinks, partial RoPE and value scaling are per-layer settings of one attention.
 
+pub mod attention;
+pub mod block;
 pub mod config;
+pub mod kv_cache;
+pub mod mlp;
+pub mod model;
+pub mod norm;
+pub mod rope;
 
 pub use config::{Activation, AttentionConfig, DecoderConfig, Family, RopeConfig, RopeScaling};
+pub use kv_cache::{DecoderCache, KvCache, LayerCache, RingKvCache};
+pub use model::Decoder;

@@ -243,7 +243,7 @@ fn validate_attention(layer: usize, a: &AttentionConfig, hidden: usize) -> Resul
         1,
         a.num_heads,
     )?;
-    if a.num_heads % a.num_kv_heads != 0 {
+    if !a.num_heads.is_multiple_of(a.num_kv_heads) {
         return Err(Error::config(format!(
             "layer {layer}: {} heads cannot share {} key/value heads evenly",
             a.num_heads, a.num_kv_heads
@@ -255,7 +255,7 @@ fn validate_attention(layer: usize, a: &AttentionConfig, hidden: usize) -> Resul
         check_range(&field("sliding window"), w, 1, limits::WINDOW)?;
     }
     check_finite(&field("rope_theta"), a.rope.theta, 1e-3, 1e15)?;
-    if a.rope.rotary_dim % 2 != 0 || a.rope.rotary_dim > a.head_dim {
+    if !a.rope.rotary_dim.is_multiple_of(2) || a.rope.rotary_dim > a.head_dim {
         return Err(Error::config(format!(
             "layer {layer}: {} rotary dimensions do not fit a head of {} (must be even and no more)",
             a.rope.rotary_dim, a.head_dim

@@ -107,7 +107,7 @@ fn head_dim(f: &Fields, c: &Common, default: Option<usize>) -> Result<usize> {
     if let Some(d) = default {
         return Ok(d);
     }
-    if c.hidden_size % c.num_heads != 0 {
+    if !c.hidden_size.is_multiple_of(c.num_heads) {
         return Err(Error::config(format!(
             "hidden_size {} is not divisible by num_attention_heads {} (and no head_dim is given)",
             c.hidden_size, c.num_heads
@@ -408,7 +408,6 @@ fn gemma3(f: &Fields, outer: &Fields, wrapped: bool) -> Result<DecoderConfig> {
             "query_pre_attn_scalar = {query_scalar} must be a positive number"
         )));
     }
-    let attn_softcap = f.f64("attn_logit_softcapping")?;
     let layers = flags
         .into_iter()
         .map(|sliding| AttentionConfig {
@@ -424,7 +423,10 @@ fn gemma3(f: &Fields, outer: &Fields, wrapped: bool) -> Result<DecoderConfig> {
             sinks: false,
             softmax_scale: query_scalar.powf(-0.5),
             value_scale: 1.0,
-            logit_softcap: attn_softcap,
+            // Gemma 2 capped attention logits; transformers' Gemma 3 attention reads
+            // attn_logit_softcapping but never applies it (and the released configs set it
+            // null), so neither do we.
+            logit_softcap: None,
         })
         .collect();
     let (key_prefixes, dropped_prefixes) = if wrapped {

@@ -314,7 +314,7 @@ fn transformers_saved_fixtures_parse() {
                     c.layers[2].rope.scaling,
                     RopeScaling::Linear { factor: 8.0 }
                 );
-                assert_eq!(c.layers[0].logit_softcap, Some(6.0));
+                assert_eq!(c.layers[0].logit_softcap, None);
                 assert_eq!(c.final_logit_softcap, Some(8.0));
             }
             "mimo_v2_flash" => {
