@@ -8,12 +8,16 @@
 pub mod attention;
 pub mod block;
 pub mod config;
+pub mod generate;
 pub mod kv_cache;
 pub mod mlp;
 pub mod model;
 pub mod norm;
 pub mod rope;
+pub mod sampling;
 
 pub use config::{Activation, AttentionConfig, DecoderConfig, Family, RopeConfig, RopeScaling};
+pub use generate::{FinishReason, GenerateOptions, Generation, generate, generate_with, prefill};
 pub use kv_cache::{DecoderCache, KvCache, LayerCache, RingKvCache};
 pub use model::Decoder;
+pub use sampling::{LogitsProcessor, Sampler, SamplingParams};

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use tessera_lm::{Decoder, DecoderCache};
+use tessera_lm::{Decoder, DecoderCache, FinishReason, GenerateOptions, SamplingParams, generate};
 
 const TOLERANCE: f32 = 1e-4;
 const FAMILIES: [&str; 5] = ["llama", "qwen2", "qwen3", "gemma3", "mimo_v2_flash"];
@@ -247,4 +247,53 @@ fn bad_inputs_are_errors() {
         err.contains("config.json") && err.contains("num_attention_heads"),
         "{err}"
     );
+}
+
+#[test]
+fn generate_matches_transformers_with_chunked_prefill() {
+    for name in FAMILIES {
+        let e = expected(name);
+        let model = load(&fixture(name));
+        for chunk in [1, 7, 512] {
+            let opts = GenerateOptions {
+                prefill_chunk: chunk,
+                ..GenerateOptions::new(e.greedy.len())
+            };
+            let g = generate(&model, &e.prompt, &opts).unwrap();
+            assert_eq!(g.ids, e.greedy, "{name} prefill chunk {chunk}");
+            assert_eq!(g.finish, FinishReason::Length);
+        }
+    }
+}
+
+#[test]
+fn stop_tokens_and_seeded_sampling() {
+    let e = expected("qwen3");
+    let model = load(&fixture("qwen3"));
+    let stop = e.greedy[5];
+    let opts = GenerateOptions {
+        stop_tokens: vec![stop],
+        ..GenerateOptions::new(64)
+    };
+    let g = generate(&model, &e.prompt, &opts).unwrap();
+    let first = e.greedy.iter().position(|&t| t == stop).unwrap();
+    assert_eq!(g.ids, e.greedy[..=first].to_vec());
+    assert_eq!(g.finish, FinishReason::Stop(stop));
+
+    let sampled = |seed| {
+        let opts = GenerateOptions {
+            sampling: SamplingParams {
+                temperature: 1.5,
+                top_k: Some(50),
+                top_p: Some(0.95),
+                ..SamplingParams::greedy()
+            },
+            seed,
+            ..GenerateOptions::new(32)
+        };
+        generate(&model, &e.prompt, &opts).unwrap().ids
+    };
+    assert_eq!(sampled(3), sampled(3));
+    assert_ne!(sampled(3), sampled(4));
+    assert_ne!(sampled(3), e.greedy[..32].to_vec());
 }
