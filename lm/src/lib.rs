@@ -15,9 +15,11 @@ pub mod model;
 pub mod norm;
 pub mod rope;
 pub mod sampling;
+pub mod tokenizer;
 
 pub use config::{Activation, AttentionConfig, DecoderConfig, Family, RopeConfig, RopeScaling};
 pub use generate::{FinishReason, GenerateOptions, Generation, generate, generate_with, prefill};
 pub use kv_cache::{DecoderCache, KvCache, LayerCache, RingKvCache};
 pub use model::Decoder;
 pub use sampling::{LogitsProcessor, Sampler, SamplingParams};
+pub use tokenizer::TextTokenizer;
