@@ -12,14 +12,18 @@ pub mod generate;
 pub mod kv_cache;
 pub mod mlp;
 pub mod model;
+pub mod mtp;
 pub mod norm;
 pub mod rope;
 pub mod sampling;
+pub mod speculative;
 pub mod tokenizer;
 
 pub use config::{Activation, AttentionConfig, DecoderConfig, Family, RopeConfig, RopeScaling};
 pub use generate::{FinishReason, GenerateOptions, Generation, generate, generate_with, prefill};
 pub use kv_cache::{DecoderCache, KvCache, LayerCache, RingKvCache};
 pub use model::Decoder;
+pub use mtp::{Mtp, MtpLayout};
 pub use sampling::{LogitsProcessor, Sampler, SamplingParams};
+pub use speculative::{Draft, Drafter, MtpDrafter, SpeculativeStats, generate_speculative};
 pub use tokenizer::TextTokenizer;

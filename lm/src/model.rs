@@ -187,8 +187,17 @@ impl Decoder {
     /// Final norm, LM head and soft-capping of hidden states from [`Self::forward_hidden`];
     /// f32 logits.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let x = self.norm.forward(hidden)?;
-        let logits = x.matmul(&self.lm_head.t()?)?;
+        self.head(&self.final_norm(hidden)?)
+    }
+
+    /// The final norm (what MTP layers are fed as the main model's hidden state).
+    pub fn final_norm(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(self.norm.forward(hidden)?)
+    }
+
+    /// LM head and soft-capping of normed hidden states; f32 logits.
+    pub fn head(&self, normed: &Tensor) -> Result<Tensor> {
+        let logits = normed.matmul(&self.lm_head.t()?)?;
         let logits = match self.cfg.final_logit_softcap {
             Some(cap) => ((logits / cap)?.tanh()? * cap)?,
             None => logits,

@@ -8,6 +8,10 @@ saves them as their Hugging Face repositories do (`config.json` + bf16 `model.sa
 - `logits`: the logits of every prompt position (f32, [L, vocab])
 - `greedy`: 64 greedily generated ids (i64, [64]) from `generate()` with its KV cache, checked
   here against a cache-free loop that re-runs the whole sequence every step
+- `mtp_logits` (MiMo checkpoints): logits of the multi-token-prediction layer over the prompt,
+  position t fed the main model's final (normed) hidden state at t and the embedding of token
+  t + 1, as MiMo trains and drafts with it; the MTP weights are stored under the checkpoint's
+  own names (`model.mtp_layers.*` for MiMo-7B, `model.mtp.layers.*` for MiMo-V2-Flash)
 - `min_margin`: the smallest gap between the best and second-best logit on the greedy path, so
   that an identical-generation test is meaningful (ties would make it a coin toss)
 
@@ -21,7 +25,7 @@ import os
 import shutil
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import (
     Gemma3ForCausalLM,
     Gemma3TextConfig,
@@ -92,6 +96,15 @@ def models():
         tie_word_embeddings=False,
         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
     )
+    # MiMo-7B: a Qwen2 body with one MTP layer (`model_type` "mimo"; saved as Qwen2, then retyped).
+    yield "mimo_7b", Qwen2ForCausalLM, Qwen2Config(
+        **COMMON,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 640000.0},
+    )
     yield "gemma3", Gemma3ForCausalLM, Gemma3TextConfig(
         **COMMON,
         num_hidden_layers=4,
@@ -145,6 +158,73 @@ def bf16_exact(model):
             p.copy_(p.to(torch.bfloat16).to(torch.float32))
 
 
+class MtpLayer(torch.nn.Module):
+    """One MiMo multi-token-prediction layer, written from the published architecture:
+    norms of the token embedding and of the main model's hidden state, their concatenation
+    projected back to the hidden size, one decoder block, a final norm; the LM head is shared.
+    MiMo-7B concatenates [hidden, embedding]; MiMo-V2-Flash [embedding, hidden] and its block
+    uses the sliding-window attention (with sinks)."""
+
+    def __init__(self, model, layout):
+        super().__init__()
+        cfg = model.config
+        self.layout = layout
+        layers = model.model.layers
+        norm_cls = type(layers[0].input_layernorm)
+        h, eps = cfg.hidden_size, cfg.rms_norm_eps
+        self.token_norm = norm_cls(h, eps=eps)
+        self.hidden_norm = norm_cls(h, eps=eps)
+        self.proj = torch.nn.Linear(2 * h, h, bias=False)
+        # A fresh block of the right kind: a copy of one layer's modules, re-initialised.
+        self.sliding = layout == "v2"
+        src = next(l for l in layers if (l.self_attn.sliding_window is not None) == self.sliding)
+        self.block = type(src)(cfg, layer_idx=list(layers).index(src))
+        self.final_norm = norm_cls(h, eps=eps)
+
+    def forward(self, model, hidden, next_ids, positions):
+        e = self.token_norm(model.model.embed_tokens(next_ids))
+        hn = self.hidden_norm(hidden)
+        x = self.proj(torch.cat([hn, e] if self.layout == "7b" else [e, hn], dim=-1))
+        n = x.shape[1]
+        layer_type = "sliding_attention" if self.sliding else "full_attention"
+        if layer_type in getattr(model.model.rotary_emb, "layer_types", []):
+            pe = model.model.rotary_emb(x, positions, layer_type)
+        else:
+            pe = model.model.rotary_emb(x, positions)
+        q = torch.arange(n)[:, None]
+        k = torch.arange(n)[None, :]
+        visible = k <= q
+        if self.sliding:
+            visible &= k > q - model.config.sliding_window
+        mask = torch.zeros(n, n).masked_fill(~visible, float("-inf"))[None, None]
+        x = self.block(x, attention_mask=mask, position_embeddings=pe, position_ids=positions)
+        return self.final_norm(x)
+
+    def checkpoint_weights(self):
+        """The weights under the names the released checkpoints use."""
+        out = {}
+        sd = self.state_dict()
+        if self.layout == "7b":
+            names = {"token_norm": "token_layernorm", "hidden_norm": "hidden_layernorm",
+                     "proj": "input_proj", "final_norm": "final_layernorm"}
+            prefix = "model.mtp_layers.0."
+        else:
+            names = {"token_norm": "enorm", "hidden_norm": "hnorm", "proj": "eh_proj",
+                     "final_norm": "final_layernorm"}
+            prefix = "model.mtp.layers.0."
+        for k, v in sd.items():
+            head, rest = k.split(".", 1)
+            if head == "block":
+                if self.layout == "v2":
+                    rest = rest.replace("post_attention_layernorm", "pre_mlp_layernorm")
+                    rest = rest.replace("self_attn.sinks", "self_attn.attention_sink_bias")
+                name = prefix + rest
+            else:
+                name = prefix + names[head] + "." + rest
+            out[name] = v
+        return out
+
+
 def greedy_no_cache(model, prompt, n):
     ids = prompt.clone()
     margins = []
@@ -182,19 +262,44 @@ def main():
         assert torch.equal(out, loop), f"{name}: generate() with cache disagrees with the plain loop"
         assert margin > 1e-4, f"{name}: greedy path has a near-tie ({margin}); pick another seed"
 
+        mtp = None
+        layout = {"mimo_7b": "7b", "mimo_v2_flash": "v2"}.get(name)
+        if layout:
+            mtp = MtpLayer(model, layout).eval()
+            randomize(mtp, gen)
+            bf16_exact(mtp)
+            with torch.no_grad():
+                out_h = model.model(prompt[None]).last_hidden_state
+                positions = torch.arange(PROMPT_LEN - 1)[None]
+                g = mtp(model, out_h[:, :-1], prompt[None, 1:], positions)
+                mtp_logits = model.lm_head(g)[0].float()
+
         d = os.path.join(OUT, name)
         shutil.rmtree(d, ignore_errors=True)
         model.to(torch.bfloat16).save_pretrained(d)
+        if mtp is not None:
+            weights = load_file(os.path.join(d, "model.safetensors"))
+            weights.update({k: v.to(torch.bfloat16) for k, v in mtp.checkpoint_weights().items()})
+            save_file(weights, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+        if name == "mimo_7b":
+            with open(os.path.join(d, "config.json")) as f:
+                cfg = json.load(f)
+            cfg.update(model_type="mimo", architectures=["MiMoForCausalLM"], num_nextn_predict_layers=1)
+            with open(os.path.join(d, "config.json"), "w") as f:
+                json.dump(cfg, f, indent=2, sort_keys=True)
         for extra in ["generation_config.json"]:
             p = os.path.join(d, extra)
             if os.path.exists(p):
                 os.remove(p)
+        tensors = {
+            "prompt": prompt.to(torch.int64).contiguous(),
+            "logits": logits.contiguous(),
+            "greedy": out.to(torch.int64).contiguous(),
+        }
+        if mtp is not None:
+            tensors["mtp_logits"] = mtp_logits.contiguous()
         save_file(
-            {
-                "prompt": prompt.to(torch.int64).contiguous(),
-                "logits": logits.contiguous(),
-                "greedy": out.to(torch.int64).contiguous(),
-            },
+            tensors,
             os.path.join(d, "expected.safetensors"),
         )
         with open(os.path.join(d, "expected.json"), "w") as f:

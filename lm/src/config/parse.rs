@@ -16,7 +16,8 @@ pub(super) fn parse(value: &Value) -> Result<DecoderConfig> {
     let model_type = top.str("model_type")?.unwrap_or("");
     match model_type {
         "llama" => llama_like(&top, Family::Llama),
-        "qwen2" => llama_like(&top, Family::Qwen2),
+        // MiMo-7B: a Qwen2 body (its MTP layers are read by the MTP module).
+        "qwen2" | "mimo" => llama_like(&top, Family::Qwen2),
         "qwen3" => llama_like(&top, Family::Qwen3),
         "gemma3_text" => gemma3(&top, &top, false),
         "gemma3" => {
@@ -30,8 +31,8 @@ pub(super) fn parse(value: &Value) -> Result<DecoderConfig> {
             "model_type is missing; cannot tell which architecture this checkpoint is",
         )),
         other => Err(Error::config(format!(
-            "model_type '{other}' is not supported (supported: llama, qwen2, qwen3, gemma3_text, \
-             gemma3, mimo_v2_flash)"
+            "model_type '{other}' is not supported (supported: llama, qwen2, mimo, qwen3, \
+             gemma3_text, gemma3, mimo_v2_flash)"
         ))),
     }
 }
