@@ -297,3 +297,47 @@ fn stop_tokens_and_seeded_sampling() {
     assert_ne!(sampled(3), sampled(4));
     assert_ne!(sampled(3), e.greedy[..32].to_vec());
 }
+
+/// Real-size configs with random weights (scripts/reference/lm_full_size.py writes them; too
+/// large to commit). Run with TESSERA_LM_FULL_SIZE_DIR set and `--ignored`.
+#[test]
+#[ignore]
+fn full_size_reference() {
+    let Ok(root) = std::env::var("TESSERA_LM_FULL_SIZE_DIR") else {
+        panic!("set TESSERA_LM_FULL_SIZE_DIR to the output of lm_full_size.py");
+    };
+    let mut dirs: Vec<_> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("expected.safetensors").is_file())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let t =
+            candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+        let prompt: Vec<u32> = t["prompt"]
+            .to_vec1::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|x| x as u32)
+            .collect();
+        let model = load(&dir);
+        let mut cache = model.new_cache();
+        let full = model.forward(&prompt, &mut cache).unwrap();
+        let chunked = chunked_logits(&model, &prompt, &[61, 1, 1, 30]);
+        let err = max_abs_diff(&full, &t["logits"]);
+        let err_chunked = max_abs_diff(&chunked, &t["logits"]);
+        let scale = t["logits"]
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        println!(
+            "{}: max |err| {err:.3e} (chunked {err_chunked:.3e}), max |logit| {scale:.2}",
+            dir.file_name().unwrap().to_string_lossy()
+        );
+        assert!(err <= TOLERANCE && err_chunked <= TOLERANCE);
+    }
+}
