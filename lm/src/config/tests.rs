@@ -235,6 +235,7 @@ fn kv_figure_of_mimo_v2_flash_head_shapes() {
     assert_eq!(hybrid, (9 * 32768 * 4 * 320 + 39 * 129 * 8 * 320) * 2);
     let global = c.all_global().kv_cache_bytes(32768, 2);
     assert_eq!(global, (9 * 4 + 39 * 8) * 32768 * 320 * 2);
+    assert_eq!((hybrid, global), (780_733_440, 7_298_088_960));
 }
 
 #[test]
