@@ -11,7 +11,9 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, DType, Layout, Module, Shape, Tensor};
 use candle_nn::VarBuilder;
 
-use super::conv_cpu::{self, ConvGeom, ConvTrGeom};
+use super::Snake1d;
+use super::conv_cpu::{self, ConvGeom, ConvTrGeom, Fusion};
+use super::snake_cpu::SnakeParams;
 
 /// Hyper-parameters of a conv layer, as torch's `nn.Conv1d` takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,8 +222,19 @@ impl Conv1d {
     }
 }
 
-impl Module for Conv1d {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+impl Conv1d {
+    /// `post(conv(pre(x))) + residual`, fused where the kernels allow: convs whose output
+    /// channels each read one input channel (depthwise) apply both Snakes and the residual
+    /// while a channel's row is in cache; gemm convs add the residual in place when there is no
+    /// `post`. Other cases, devices and dtypes compose the layers. `residual` has the output's
+    /// shape.
+    pub fn forward_fused(
+        &self,
+        x: &Tensor,
+        pre: Option<&Snake1d>,
+        post: Option<&Snake1d>,
+        residual: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
         let (batch, c_in, l_in) = x.dims3()?;
         if c_in != self.in_channels() {
             candle_core::bail!(
@@ -230,37 +243,128 @@ impl Module for Conv1d {
             );
         }
         let geom = self.geom(batch, l_in);
-        if geom.l_out().is_none() {
+        let Some(l_out) = geom.l_out() else {
             candle_core::bail!(
-                "conv1d input of {l_in} samples is shorter than the kernel reach ({} samples)",
-                self.cfg.dilation * (self.kernel_size() - 1) + 1 - 2 * self.cfg.padding.min(l_in)
+                "conv1d input of {l_in} samples is too short for kernel {} with dilation {} and \
+                 padding {}",
+                self.kernel_size(),
+                self.cfg.dilation,
+                self.cfg.padding
+            );
+        };
+        if let Some(r) = residual
+            && r.dims() != [batch, self.out_channels(), l_out]
+        {
+            candle_core::bail!(
+                "conv1d residual of shape {:?} for an output of shape {:?}",
+                r.dims(),
+                [batch, self.out_channels(), l_out]
             );
         }
+        let on_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+        let pre_cpu = pre.map(|s| s.cpu_params());
+        let post_cpu = post.map(|s| s.cpu_params());
         if let Some(cpu) = &self.cpu
-            && x.device().is_cpu()
-            && x.dtype() == DType::F32
+            && on_cpu(x)
+            && residual.is_none_or(on_cpu)
+            && !matches!(pre_cpu, Some(None))
+            && !matches!(post_cpu, Some(None))
         {
-            return x
-                .contiguous()?
-                .apply_op1_no_bwd(&ConvOp { weights: cpu, geom });
+            let single_input = geom.c_in == geom.groups;
+            if single_input || (pre.is_none() && post.is_none()) {
+                let op = ConvOp {
+                    weights: cpu,
+                    geom,
+                    pre: pre_cpu.flatten(),
+                    post: post_cpu.flatten(),
+                    single_input,
+                };
+                let x = x.contiguous()?;
+                return match residual {
+                    Some(r) => x.apply_op2_no_bwd(&r.contiguous()?, &op),
+                    None => x.apply_op1_no_bwd(&op),
+                };
+            }
         }
-        let y = x.conv1d(
-            &self.weight,
-            self.cfg.padding,
-            self.cfg.stride,
-            self.cfg.dilation,
-            self.cfg.groups,
-        )?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, (), 1))?),
+        let x = match pre {
+            Some(s) => s.forward(x)?,
+            None => x.clone(),
+        };
+        let y = if let (Some(cpu), true) = (&self.cpu, on_cpu(&x)) {
+            let op = ConvOp {
+                weights: cpu,
+                geom,
+                pre: None,
+                post: None,
+                single_input: geom.c_in == geom.groups,
+            };
+            match (post, residual) {
+                (None, Some(r)) if on_cpu(r) => {
+                    return x.contiguous()?.apply_op2_no_bwd(&r.contiguous()?, &op);
+                }
+                _ => x.contiguous()?.apply_op1_no_bwd(&op)?,
+            }
+        } else {
+            let y = x.conv1d(
+                &self.weight,
+                self.cfg.padding,
+                self.cfg.stride,
+                self.cfg.dilation,
+                self.cfg.groups,
+            )?;
+            match &self.bias {
+                Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?.reshape((1, (), 1))?)?,
+                None => y,
+            }
+        };
+        let y = match post {
+            Some(s) => s.forward(&y)?,
+            None => y,
+        };
+        match residual {
+            Some(r) => y + r,
             None => Ok(y),
         }
+    }
+
+    /// `residual + conv(x)`, the sum formed in place on the CPU.
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_fused(x, None, None, Some(residual))
+    }
+}
+
+impl Module for Conv1d {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_fused(x, None, None, None)
     }
 }
 
 struct ConvOp<'a> {
     weights: &'a CpuWeights,
     geom: ConvGeom,
+    pre: Option<SnakeParams<'a>>,
+    post: Option<SnakeParams<'a>>,
+    /// Each output channel reads one input channel: the direct kernel, with every fusion.
+    single_input: bool,
+}
+
+impl ConvOp<'_> {
+    fn run(&self, x: &[f32], residual: Option<&[f32]>) -> (CpuStorage, Shape) {
+        let g = &self.geom;
+        let f = Fusion {
+            bias: self.weights.bias.as_deref(),
+            pre: self.pre,
+            post: self.post,
+            residual,
+        };
+        let out = if self.single_input {
+            conv_cpu::conv1d_single_input(x, &self.weights.w, &f, g)
+        } else {
+            conv_cpu::conv1d_gemm(x, &self.weights.w, &f, g)
+        };
+        let l_out = g.l_out().expect("checked before the op");
+        (CpuStorage::F32(out), Shape::from((g.batch, g.c_out, l_out)))
+    }
 }
 
 impl candle_core::CustomOp1 for ConvOp<'_> {
@@ -273,17 +377,23 @@ impl candle_core::CustomOp1 for ConvOp<'_> {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_input(storage, layout)?;
-        let g = &self.geom;
-        let bias = self.weights.bias.as_deref();
-        let depthwise = g.groups > 1 && g.groups == g.c_in && g.groups == g.c_out;
-        let out = if depthwise {
-            conv_cpu::conv1d_depthwise(x, &self.weights.w, bias, g)
-        } else {
-            conv_cpu::conv1d_gemm(x, &self.weights.w, bias, g)
-        };
-        let l_out = g.l_out().expect("checked before the op");
-        Ok((CpuStorage::F32(out), Shape::from((g.batch, g.c_out, l_out))))
+        Ok(self.run(f32_input(storage, layout)?, None))
+    }
+}
+
+impl candle_core::CustomOp2 for ConvOp<'_> {
+    fn name(&self) -> &'static str {
+        "tessera-conv1d-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        Ok(self.run(f32_input(s1, l1)?, Some(f32_input(s2, l2)?)))
     }
 }
 
@@ -561,6 +671,46 @@ mod tests {
         let slow = x.conv_transpose1d(&w, 2, 1, 3, 1, 1).unwrap();
         assert!(max_diff(&fast, &slow) < 1e-4);
         assert_eq!(fast.dims(), [2, 4, 257 * 3]);
+    }
+
+    /// Fused forms against the layers composed one by one.
+    #[test]
+    fn fused_forms_match_composition() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (2, 6, 300), &dev).unwrap();
+        let alpha = |seed: f64| {
+            (Tensor::rand(0.5f32, 2.0, (1, 6, 1), &dev).unwrap() * seed)
+                .unwrap()
+                .clamp(0.3, 3.0)
+                .unwrap()
+        };
+        let pre = Snake1d::new(alpha(1.0)).unwrap();
+        let post = Snake1d::new(alpha(1.3)).unwrap();
+        for (groups, k, dilation) in [(6, 7, 3), (1, 7, 1), (1, 1, 1), (2, 3, 1)] {
+            let cfg = Conv1dConfig {
+                padding: same_padding(k, dilation),
+                dilation,
+                groups,
+                ..Default::default()
+            };
+            let w = Tensor::randn(0f32, 0.3, (6, 6 / groups, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 0.1, 6, &dev).unwrap();
+            let conv = Conv1d::new(w, Some(b), cfg).unwrap();
+            let res = Tensor::randn(0f32, 1., (2, 6, 300), &dev).unwrap();
+            let want = (post
+                .forward(&conv.forward(&pre.forward(&x).unwrap()).unwrap())
+                .unwrap()
+                + &res)
+                .unwrap();
+            let got = conv
+                .forward_fused(&x, Some(&pre), Some(&post), Some(&res))
+                .unwrap();
+            assert!(max_diff(&got, &want) < 1e-5, "groups {groups}");
+            let want = (conv.forward(&x).unwrap() + &res).unwrap();
+            assert!(max_diff(&conv.forward_add(&x, &res).unwrap(), &want) < 1e-5);
+            let bad = Tensor::zeros((2, 6, 299), DType::F32, &dev).unwrap();
+            assert!(conv.forward_add(&x, &bad).is_err());
+        }
     }
 
     #[test]

@@ -8,15 +8,31 @@
 //!   (`[c_in * k, tile]`, rows copied as shifted slices of the input) stays in cache and one gemm
 //!   writes the tile straight into the `[c_out, time]` output. Tiles run in parallel.
 //!   Pointwise convs (k = 1) skip im2col and read the input in place.
-//! - depthwise convs (one input and one output channel per group) are a direct loop per channel.
+//! - convs whose output channels each read one input channel (depthwise, or a single input
+//!   channel as in the first layer of a codec) are a direct loop per output channel, which can
+//!   also apply Snake to its input and output rows while they are in cache.
 //! - transposed convs are a gemm into `[c_out * k, frames]` columns followed by a gather per
 //!   output tile (so tiles never write to the same sample and can run in parallel).
 //!
-//! All kernels take contiguous `[batch, channels, time]` buffers.
+//! All kernels take contiguous `[batch, channels, time]` buffers, and can add a residual of the
+//! output's shape in the same pass (saving a full read and write of the signal).
 
 use rayon::prelude::*;
 
 use super::gemm::{MatRef, SharedOut};
+use super::snake_cpu::{SnakeParams, snake_in_place};
+
+/// What a kernel does around the convolution: `post(conv(pre(x)) + bias) + residual`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Fusion<'a> {
+    pub bias: Option<&'a [f32]>,
+    /// Snake on each input channel (single-input-channel kernel only).
+    pub pre: Option<SnakeParams<'a>>,
+    /// Snake on each output channel (single-input-channel kernel only).
+    pub post: Option<SnakeParams<'a>>,
+    /// `[batch, c_out, l_out]`, added last.
+    pub residual: Option<&'a [f32]>,
+}
 
 /// Shape and hyper-parameters of a conv1d call.
 #[derive(Debug, Clone, Copy)]
@@ -95,8 +111,9 @@ where
     }
 }
 
-/// Dense or grouped conv1d; `w` is `[c_out, c_in / groups, kernel]`, `bias` is `[c_out]`.
-pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom) -> Vec<f32> {
+/// Dense or grouped conv1d with bias and residual; `w` is `[c_out, c_in / groups, kernel]`.
+pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec<f32> {
+    debug_assert!(f.pre.is_none() && f.post.is_none());
     let l_out = g.l_out().expect("checked by the caller");
     let cin_g = g.c_in / g.groups;
     let cout_g = g.c_out / g.groups;
@@ -126,25 +143,45 @@ pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGe
             let lhs = MatRef::new(&w[grp * cout_g * rows..][..cout_g * rows], rows, 1);
             let dst = (b * g.c_out + grp * cout_g) * l_out + t0;
             // SAFETY: job (b, tile) alone writes columns t0..t0+nt of batch b's rows.
-            unsafe {
-                if let Some(bias) = bias {
-                    shared.fill_rows(dst, cout_g, nt, l_out, &bias[grp * cout_g..]);
-                }
-                shared.sgemm_into(
-                    dst,
-                    l_out,
-                    cout_g,
-                    nt,
-                    rows,
-                    lhs,
-                    rhs,
-                    bias.is_some(),
-                    threads,
-                );
-            }
+            let init = unsafe { init_rows(&shared, dst, cout_g, nt, l_out, grp * cout_g, f) };
+            // SAFETY: as above.
+            unsafe { shared.sgemm_into(dst, l_out, cout_g, nt, rows, lhs, rhs, init, threads) };
         }
     });
     out
+}
+
+/// Fill the output rows of a tile with bias and residual before gemm accumulates into them;
+/// false when there is nothing to add (gemm then overwrites).
+///
+/// # Safety
+/// The caller must own the tile.
+unsafe fn init_rows(
+    out: &SharedOut,
+    dst: usize,
+    rows: usize,
+    cols: usize,
+    stride: usize,
+    first_channel: usize,
+    f: &Fusion,
+) -> bool {
+    if f.bias.is_none() && f.residual.is_none() {
+        return false;
+    }
+    for r in 0..rows {
+        // SAFETY: the caller owns the tile.
+        let row = unsafe { out.row(dst + r * stride, cols) };
+        let b = f.bias.map_or(0.0, |b| b[first_channel + r]);
+        match f.residual {
+            Some(res) => {
+                for (o, &v) in row.iter_mut().zip(&res[dst + r * stride..][..cols]) {
+                    *o = v + b;
+                }
+            }
+            None => row.fill(b),
+        }
+    }
+    true
 }
 
 /// The im2col block of output columns `t0..t0 + nt`: row `ci * kernel + kx`, column `j` holds
@@ -179,26 +216,39 @@ fn im2col(xg: &[f32], cin: usize, g: &ConvGeom, t0: usize, nt: usize, col: &mut 
     }
 }
 
-/// Depthwise conv1d (groups == c_in == c_out); `w` is `[c, kernel]`.
-pub(crate) fn conv1d_depthwise(
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    g: &ConvGeom,
-) -> Vec<f32> {
+/// Convs whose output channels each read a single input channel (`c_in / groups == 1`:
+/// depthwise, channel multipliers, one-channel input), with the full [`Fusion`]; `w` is
+/// `[c_out, 1, kernel]`.
+pub(crate) fn conv1d_single_input(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec<f32> {
+    debug_assert_eq!(g.c_in, g.groups);
     let l_out = g.l_out().expect("checked by the caller");
     let k = g.kernel;
+    let per_input = g.c_out / g.groups;
     let mut out = vec![0f32; g.batch * g.c_out * l_out];
     out.par_chunks_mut(l_out).enumerate().for_each_init(
         Vec::new,
         |padded: &mut Vec<f32>, (row, o)| {
-            let c = row % g.c_out;
-            let src = &x[row * g.l_in..][..g.l_in];
+            let (b, co) = (row / g.c_out, row % g.c_out);
+            let ci = co / per_input;
+            let src = &x[(b * g.c_in + ci) * g.l_in..][..g.l_in];
             padded.clear();
             padded.resize(g.l_in + 2 * g.padding, 0.0);
-            padded[g.padding..g.padding + g.l_in].copy_from_slice(src);
-            o.fill(bias.map_or(0.0, |b| b[c]));
-            depthwise_row(o, padded, &w[c * k..][..k], g.stride, g.dilation);
+            let inner = &mut padded[g.padding..g.padding + g.l_in];
+            inner.copy_from_slice(src);
+            // The reference pads the activated signal, so the zeros stay zeros.
+            if let Some(pre) = f.pre {
+                snake_in_place(inner, pre.alpha[ci], pre.inv[ci]);
+            }
+            o.fill(f.bias.map_or(0.0, |b| b[co]));
+            depthwise_row(o, padded, &w[co * k..][..k], g.stride, g.dilation);
+            if let Some(post) = f.post {
+                snake_in_place(o, post.alpha[co], post.inv[co]);
+            }
+            if let Some(res) = f.residual {
+                for (y, &r) in o.iter_mut().zip(&res[row * l_out..][..l_out]) {
+                    *y += r;
+                }
+            }
         },
     );
     out
@@ -413,6 +463,7 @@ mod tests {
             (6, 6, 7, 27, 1, 9, 6, 90),
             (5, 5, 3, 0, 2, 2, 5, 40),
             (4, 8, 3, 1, 1, 1, 4, 33),
+            (1, 6, 7, 3, 1, 1, 1, 500),
         ];
         for (i, &(c_in, c_out, k, pad, stride, dil, groups, l_in)) in cases.iter().enumerate() {
             let g = ConvGeom {
@@ -430,12 +481,27 @@ mod tests {
             let w = pseudo(c_out * c_in / groups * k, 100 + i as u32);
             let bias = pseudo(c_out, 200 + i as u32);
             let want = naive_conv(&x, &w, Some(&bias), &g);
-            close(&conv1d_gemm(&x, &w, Some(&bias), &g), &want);
-            if c_in == groups && c_out == groups {
-                close(&conv1d_depthwise(&x, &w, Some(&bias), &g), &want);
+            let with_bias = Fusion {
+                bias: Some(&bias),
+                ..Default::default()
+            };
+            close(&conv1d_gemm(&x, &w, &with_bias, &g), &want);
+            if c_in == groups {
+                close(&conv1d_single_input(&x, &w, &with_bias, &g), &want);
             }
             let want = naive_conv(&x, &w, None, &g);
-            close(&conv1d_gemm(&x, &w, None, &g), &want);
+            close(&conv1d_gemm(&x, &w, &Fusion::default(), &g), &want);
+            // A residual is added last.
+            let res = pseudo(want.len(), 300 + i as u32);
+            let with_res = Fusion {
+                residual: Some(&res),
+                ..Default::default()
+            };
+            let want_res: Vec<f32> = want.iter().zip(&res).map(|(a, b)| a + b).collect();
+            close(&conv1d_gemm(&x, &w, &with_res, &g), &want_res);
+            if c_in == groups {
+                close(&conv1d_single_input(&x, &w, &with_res, &g), &want_res);
+            }
         }
     }
 

@@ -6,6 +6,7 @@ mod conv_cpu;
 mod gemm;
 mod rng;
 mod snake;
+mod snake_cpu;
 
 pub use conv::{
     Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig, causal_padding, same_padding,
