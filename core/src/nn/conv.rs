@@ -403,7 +403,7 @@ pub struct ConvTranspose1d {
     weight: Tensor,
     bias: Option<Tensor>,
     cfg: ConvTranspose1dConfig,
-    /// The weight transposed to `[c_out * kernel, c_in]` for the CPU kernel (one group only).
+    /// The weights for the CPU kernel (one group only).
     cpu: Option<Arc<CpuWeights>>,
 }
 
@@ -452,8 +452,7 @@ impl ConvTranspose1d {
             );
         }
         let cpu = if cfg.groups == 1 {
-            let wt = weight.reshape((c_in, c_out * kernel))?.t()?.contiguous()?;
-            cpu_weights(&wt, bias.as_ref())?
+            cpu_weights(&weight, bias.as_ref())?
         } else {
             None
         };

@@ -196,19 +196,18 @@ fn im2col(xg: &[f32], cin: usize, g: &ConvGeom, t0: usize, nt: usize, col: &mut 
             let row = &mut col[(ci * g.kernel + kx) * nt..][..nt];
             // First input sample of the row; columns step by `stride` samples.
             let first = (t0 * g.stride + kx * g.dilation) as isize - g.padding as isize;
-            if g.stride == 1 {
-                let lo = (-first).clamp(0, nt as isize) as usize;
-                let hi = (l_in - first).clamp(lo as isize, nt as isize) as usize;
-                if hi > lo {
-                    let s0 = (first + lo as isize) as usize;
+            // Columns j in lo..hi read inside the input; the rest stay zero (padding).
+            let s = g.stride as isize;
+            let lo = div_ceil_i(-first, s).clamp(0, nt as isize) as usize;
+            let hi = div_ceil_i(l_in - first, s).clamp(lo as isize, nt as isize) as usize;
+            if hi > lo {
+                let s0 = (first + lo as isize * s) as usize;
+                if g.stride == 1 {
                     row[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
-                }
-            } else {
-                let s = g.stride as isize;
-                for (j, v) in row.iter_mut().enumerate() {
-                    let pos = first + j as isize * s;
-                    if pos >= 0 && pos < l_in {
-                        *v = src[pos as usize];
+                } else {
+                    let taken = src[s0..].iter().step_by(g.stride);
+                    for (v, &xv) in row[lo..hi].iter_mut().zip(taken) {
+                        *v = xv;
                     }
                 }
             }
@@ -293,24 +292,31 @@ fn depthwise_row_s1_avx2(o: &mut [f32], padded: &[f32], w: &[f32], dilation: usi
     }
 }
 
-/// conv_transpose1d with one group; `wt` is the weight `[c_in, c_out, kernel]` transposed to
-/// `[c_out * kernel, c_in]`.
+/// conv_transpose1d with one group; `w` is `[c_in, c_out, kernel]` as torch stores it.
+///
+/// Per output tile, one gemm forms `col[j, (co, kx)] = sum_ci x[ci, j] w[ci, co, kx]` for the
+/// input frames `j` that reach the tile; frame j then adds its `kernel` contiguous values of each
+/// output channel at samples `j * stride + kx * dilation - padding` (overlap-add). Tiles cover
+/// disjoint output samples, so they run in parallel; frames near a tile edge are computed by
+/// both neighbours.
 pub(crate) fn conv_transpose1d_gemm(
     x: &[f32],
-    wt: &[f32],
+    w: &[f32],
     bias: Option<&[f32]>,
     g: &ConvTrGeom,
 ) -> Vec<f32> {
     let l_out = g.l_out().expect("checked by the caller");
     let (s, d, p, k) = (g.stride, g.dilation, g.padding as isize, g.kernel);
     let rows = g.c_out * k;
-    // Input frames per tile so that the column block stays in cache.
-    let frames = (1usize << 16) / rows.max(1);
-    let tile = (frames.max(4) * s).clamp(64, 4096).min(l_out);
+    // Frames per tile: enough that packing the weights (gemm's rhs) costs little next to the
+    // product, few enough that the column block stays near the cache.
+    let frames = ((1usize << 17) / rows.max(1)).clamp(128, 2048);
+    let tile = (frames * s).min(l_out);
     let n_tiles = l_out.div_ceil(tile);
     let mut out = vec![0f32; g.batch * g.c_out * l_out];
     let shared = SharedOut::new(&mut out);
-    let work = rows * g.c_in * (tile / s + 2);
+    let work = rows * g.c_in * frames;
+    let reach = ((k - 1) * d) as isize;
     run_jobs(g.batch * n_tiles, work, |job, col, threads| {
         let b = job / n_tiles;
         let t0 = (job % n_tiles) * tile;
@@ -321,7 +327,6 @@ pub(crate) fn conv_transpose1d_gemm(
             unsafe { shared.fill_rows(dst + t0, g.c_out, t1 - t0, l_out, bias) };
         }
         // Input frames j that reach this tile: t = j * s + kx * d - p for some kx.
-        let reach = ((k - 1) * d) as isize;
         let j0 = div_ceil_i(t0 as isize + p - reach, s as isize).max(0) as usize;
         let j1 =
             ((t1 as isize - 1 + p).div_euclid(s as isize) + 1).clamp(0, g.l_in as isize) as usize;
@@ -330,39 +335,44 @@ pub(crate) fn conv_transpose1d_gemm(
         }
         let nj = j1 - j0;
         col.clear();
-        col.resize(rows * nj, 0.0);
+        col.resize(nj * rows, 0.0);
         let xb = &x[b * g.c_in * g.l_in..][..g.c_in * g.l_in];
         let col_out = SharedOut::new(col);
         // SAFETY: `col` is this job's own scratch buffer.
         unsafe {
             col_out.sgemm_into(
                 0,
-                nj,
                 rows,
                 nj,
+                rows,
                 g.c_in,
-                MatRef::new(wt, g.c_in, 1),
-                MatRef::new(&xb[j0..], g.l_in, 1),
+                MatRef::new(&xb[j0..], 1, g.l_in),
+                MatRef::new(w, rows, 1),
                 false,
                 threads,
             )
         };
         for co in 0..g.c_out {
-            // SAFETY: row co of batch b, columns t0..t1 belong to this job only.
+            // SAFETY: row co of batch b, samples t0..t1 belong to this job only.
             let orow = unsafe { shared.row(dst + co * l_out + t0, t1 - t0) };
-            for kx in 0..k {
-                let crow = &col[(co * k + kx) * nj..][..nj];
-                let shift = (kx * d) as isize - p;
-                // j such that t0 <= j * s + shift < t1.
-                let lo = div_ceil_i(t0 as isize - shift, s as isize).max(j0 as isize);
-                let hi = (t1 as isize - 1 - shift)
-                    .div_euclid(s as isize)
-                    .min(j1 as isize - 1);
-                let mut j = lo;
-                while j <= hi {
-                    let t = (j * s as isize + shift) as usize - t0;
-                    orow[t] += crow[(j as usize) - j0];
-                    j += 1;
+            for j in j0..j1 {
+                let taps = &col[(j - j0) * rows + co * k..][..k];
+                let start = (j * s) as isize - p - t0 as isize;
+                if d == 1 {
+                    // Taps kx land on orow[start + kx]; keep those inside the tile.
+                    let lo = (-start).clamp(0, k as isize) as usize;
+                    let hi = (orow.len() as isize - start).clamp(lo as isize, k as isize) as usize;
+                    let o0 = (start + lo as isize) as usize;
+                    for (o, &v) in orow[o0..o0 + (hi - lo)].iter_mut().zip(&taps[lo..hi]) {
+                        *o += v;
+                    }
+                } else {
+                    for (kx, &v) in taps.iter().enumerate() {
+                        let t = start + (kx * d) as isize;
+                        if t >= 0 && (t as usize) < orow.len() {
+                            orow[t as usize] += v;
+                        }
+                    }
                 }
             }
         }
@@ -531,15 +541,8 @@ mod tests {
             let x = pseudo(2 * c_in * l_in, i as u32);
             let w = pseudo(c_in * c_out * k, 50 + i as u32);
             let bias = pseudo(c_out, 70 + i as u32);
-            // [c_in, c_out * k] -> [c_out * k, c_in]
-            let mut wt = vec![0f32; w.len()];
-            for ci in 0..c_in {
-                for r in 0..c_out * k {
-                    wt[r * c_in + ci] = w[ci * c_out * k + r];
-                }
-            }
             let want = naive_conv_tr(&x, &w, Some(&bias), &g);
-            close(&conv_transpose1d_gemm(&x, &wt, Some(&bias), &g), &want);
+            close(&conv_transpose1d_gemm(&x, &w, Some(&bias), &g), &want);
         }
     }
 }
