@@ -6,6 +6,9 @@
 //! as in the CLI.
 //!
 //! Run: `cargo bench -p tessera-benches --bench snac` (thread count: `RAYON_NUM_THREADS`).
+//! With `TESSERA_BENCH_CPU_TIME=1` the same benchmarks measure the on-CPU time of the process's
+//! threads instead of wall time: on a shared machine that is what stays comparable (with one
+//! thread, against `snac_speed.py --cpu-time` with one torch thread).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::OnceLock;
@@ -13,7 +16,8 @@ use std::time::Duration;
 
 use candle_core::{DType, Device, Module, Shape, Tensor};
 use candle_nn::VarBuilder;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mimalloc::MiMalloc;
 use tessera_codec::codec::Noise;
 use tessera_codec::snac::{Snac, SnacConfig};
@@ -88,7 +92,7 @@ fn audio(sr: usize) -> Tensor {
     Tensor::from_vec(v, (1, 1, n), &Device::Cpu).unwrap()
 }
 
-fn bench_model(c: &mut Criterion, id: &str, config: SnacConfig) {
+fn bench_model<M: Measurement>(c: &mut Criterion<M>, id: &str, config: SnacConfig) {
     // Built on first use, so that filtering out these benchmarks skips the setup.
     let setup = OnceLock::new();
     let get = || {
@@ -114,7 +118,7 @@ fn bench_model(c: &mut Criterion, id: &str, config: SnacConfig) {
     group.finish();
 }
 
-fn snac(c: &mut Criterion) {
+fn snac<M: Measurement>(c: &mut Criterion<M>) {
     bench_model(c, "snac_24khz", SnacConfig::snac_24khz());
     if std::env::var("TESSERA_BENCH_SNAC").as_deref() == Ok("all") {
         bench_model(c, "snac_32khz", SnacConfig::snac_32khz());
@@ -173,7 +177,7 @@ fn conv(c_in: usize, c_out: usize, k: usize, cfg: Conv1dConfig, seed: u64) -> Co
 }
 
 /// The layers that dominate snac_24khz, 2 s of signal each (batch 1).
-fn layers(c: &mut Criterion) {
+fn layers<M: Measurement>(c: &mut Criterion<M>) {
     let mut group = c.benchmark_group("snac_layers");
     group
         .sample_size(10)
@@ -280,5 +284,96 @@ fn layers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, snac, layers);
-criterion_main!(benches);
+/// On-CPU nanoseconds of every thread of this process (Linux `schedstat`): unlike wall time it
+/// does not grow when other processes share the cores.
+struct CpuTime;
+
+fn process_cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+impl Measurement for CpuTime {
+    type Intermediate = u64;
+    type Value = u64;
+
+    fn start(&self) -> u64 {
+        process_cpu_ns()
+    }
+
+    fn end(&self, start: u64) -> u64 {
+        process_cpu_ns().saturating_sub(start)
+    }
+
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+
+    fn zero(&self) -> u64 {
+        0
+    }
+
+    fn to_f64(&self, v: &u64) -> f64 {
+        *v as f64
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &CpuFormatter
+    }
+}
+
+struct CpuFormatter;
+
+impl ValueFormatter for CpuFormatter {
+    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
+        let (div, unit) = if typical >= 1e9 {
+            (1e9, "s cpu")
+        } else if typical >= 1e6 {
+            (1e6, "ms cpu")
+        } else {
+            (1e3, "us cpu")
+        };
+        values.iter_mut().for_each(|v| *v /= div);
+        unit
+    }
+
+    fn scale_throughputs(&self, _: f64, _: &Throughput, values: &mut [f64]) -> &'static str {
+        values.iter_mut().for_each(|v| *v = 0.0);
+        "n/a"
+    }
+
+    fn scale_for_machines(&self, _: &mut [f64]) -> &'static str {
+        "ns cpu"
+    }
+}
+
+fn cpu_time_wanted() -> bool {
+    std::env::var("TESSERA_BENCH_CPU_TIME").as_deref() == Ok("1")
+}
+
+fn wall(c: &mut Criterion<WallTime>) {
+    if !cpu_time_wanted() {
+        snac(c);
+        layers(c);
+    }
+}
+
+fn cpu(c: &mut Criterion<CpuTime>) {
+    if cpu_time_wanted() {
+        snac(c);
+        layers(c);
+    }
+}
+
+criterion_group!(wall_time, wall);
+criterion_group! {
+    name = cpu_time;
+    config = Criterion::default().with_measurement(CpuTime);
+    targets = cpu
+}
+criterion_main!(wall_time, cpu_time);

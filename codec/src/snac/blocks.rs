@@ -2,7 +2,7 @@
 
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
-use tessera_core::nn::{Conv1d, Conv1dConfig, Snake1d, same_padding};
+use tessera_core::nn::{Conv1d, Conv1dConfig, Snake1d, residual_depthwise_separable, same_padding};
 
 /// `x + conv1x1(snake(conv7_dilated(snake(x))))`; the 7-tap conv is depthwise in the
 /// depthwise models.
@@ -39,11 +39,14 @@ impl ResidualUnit {
 
 impl Module for ResidualUnit {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        // Fused on the CPU: both snakes ride along the depthwise conv, the sum along the 1x1.
-        let y = self
-            .conv1
-            .forward_fused(x, Some(&self.snake1), Some(&self.snake2), None)?;
         // The reference crops x when y is shorter; with "same" padding and kernel 7 it never is.
-        self.conv2.forward_add(&y, x)
+        // One pass on the CPU for the depthwise models; layer by layer for the dense ones.
+        residual_depthwise_separable(
+            x,
+            Some(&self.snake1),
+            &self.conv1,
+            Some(&self.snake2),
+            &self.conv2,
+        )
     }
 }

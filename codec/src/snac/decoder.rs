@@ -29,7 +29,7 @@ impl NoiseBlock {
         let noise = rng.randn((b, 1, t), x.device())?.to_dtype(x.dtype())?;
         // x + noise * (W x), computed as x + W (noise * x) so that the sum forms in place; the
         // noise scales whole time steps, so both orders are the same product.
-        self.linear.forward_add(&x.broadcast_mul(&noise)?, x)
+        self.linear.forward_scaled_add(x, &noise, x)
     }
 }
 
@@ -84,7 +84,7 @@ impl DecoderBlock {
     }
 
     fn forward(&self, x: &Tensor, rng: Option<&mut NormalRng>) -> candle_core::Result<Tensor> {
-        let mut x = self.up.forward(&self.snake.forward(x)?)?;
+        let mut x = self.up.forward_fused(x, Some(&self.snake))?;
         if let Some(noise) = &self.noise {
             x = noise.forward(&x, rng)?;
         }

@@ -1,19 +1,18 @@
 //! 1-D convolution layers (plain and transposed) with padding, stride, dilation and groups.
 //!
-//! On the CPU with f32 tensors the forward pass runs the kernels of `conv_cpu` (im2col tiles +
-//! gemm, a direct depthwise loop, gemm + gather for transposed convs), which are several times
-//! faster than candle's for the long, narrow signals of audio codecs. On other devices or dtypes
-//! it falls back to candle's own `conv1d` / `conv_transpose1d`. The layers are for inference:
-//! the fast path records no gradient.
+//! On the CPU with f32 tensors the forward passes (in `conv_ops`) run the kernels of `conv_cpu`
+//! (im2col tiles + gemm, a direct depthwise loop, gemm + overlap-add for transposed convs), which
+//! are several times faster than candle's for the long, narrow signals of audio codecs, and fuse
+//! the activations and residual sums around them. On other devices or dtypes they fall back to
+//! candle's own `conv1d` / `conv_transpose1d` and tensor ops. The layers are for inference: the
+//! fast path records no gradient.
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, DType, Layout, Module, Shape, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
-use super::Snake1d;
-use super::conv_cpu::{self, ConvGeom, ConvTrGeom, Fusion};
-use super::snake_cpu::SnakeParams;
+use super::conv_cpu::{ConvGeom, ConvTrGeom};
 
 /// Hyper-parameters of a conv layer, as torch's `nn.Conv1d` takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,9 +76,9 @@ pub fn causal_padding(len: usize, kernel: usize, stride: usize, dilation: usize)
 }
 
 /// Weights copied out once for the CPU kernels (so a forward pass never touches tensors).
-struct CpuWeights {
-    w: Vec<f32>,
-    bias: Option<Vec<f32>>,
+pub(super) struct CpuWeights {
+    pub w: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
 }
 
 fn cpu_weights(w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Option<Arc<CpuWeights>>> {
@@ -92,21 +91,13 @@ fn cpu_weights(w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Option<
     })))
 }
 
-fn f32_input<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
-    let data = storage.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("conv kernels need a contiguous input"),
-    }
-}
-
 /// `torch.nn.Conv1d`: weight `[c_out, c_in / groups, kernel]`, optional bias `[c_out]`.
 #[derive(Clone)]
 pub struct Conv1d {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    cfg: Conv1dConfig,
-    cpu: Option<Arc<CpuWeights>>,
+    pub(super) weight: Tensor,
+    pub(super) bias: Option<Tensor>,
+    pub(super) cfg: Conv1dConfig,
+    pub(super) cpu: Option<Arc<CpuWeights>>,
 }
 
 impl std::fmt::Debug for Conv1d {
@@ -202,7 +193,7 @@ impl Conv1d {
         self.weight.dims()[2]
     }
 
-    fn geom(&self, batch: usize, l_in: usize) -> ConvGeom {
+    pub(super) fn geom(&self, batch: usize, l_in: usize) -> ConvGeom {
         ConvGeom {
             batch,
             c_in: self.in_channels(),
@@ -222,189 +213,14 @@ impl Conv1d {
     }
 }
 
-impl Conv1d {
-    /// `post(conv(pre(x))) + residual`, fused where the kernels allow: convs whose output
-    /// channels each read one input channel (depthwise) apply both Snakes and the residual
-    /// while a channel's row is in cache; gemm convs add the residual in place when there is no
-    /// `post`. Other cases, devices and dtypes compose the layers. `residual` has the output's
-    /// shape.
-    pub fn forward_fused(
-        &self,
-        x: &Tensor,
-        pre: Option<&Snake1d>,
-        post: Option<&Snake1d>,
-        residual: Option<&Tensor>,
-    ) -> candle_core::Result<Tensor> {
-        let (batch, c_in, l_in) = x.dims3()?;
-        if c_in != self.in_channels() {
-            candle_core::bail!(
-                "conv1d expects {} input channels, got {c_in}",
-                self.in_channels()
-            );
-        }
-        let geom = self.geom(batch, l_in);
-        let Some(l_out) = geom.l_out() else {
-            candle_core::bail!(
-                "conv1d input of {l_in} samples is too short for kernel {} with dilation {} and \
-                 padding {}",
-                self.kernel_size(),
-                self.cfg.dilation,
-                self.cfg.padding
-            );
-        };
-        if let Some(r) = residual
-            && r.dims() != [batch, self.out_channels(), l_out]
-        {
-            candle_core::bail!(
-                "conv1d residual of shape {:?} for an output of shape {:?}",
-                r.dims(),
-                [batch, self.out_channels(), l_out]
-            );
-        }
-        let on_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
-        let pre_cpu = pre.map(|s| s.cpu_params());
-        let post_cpu = post.map(|s| s.cpu_params());
-        if let Some(cpu) = &self.cpu
-            && on_cpu(x)
-            && residual.is_none_or(on_cpu)
-            && !matches!(pre_cpu, Some(None))
-            && !matches!(post_cpu, Some(None))
-        {
-            let single_input = geom.c_in == geom.groups;
-            if single_input || (pre.is_none() && post.is_none()) {
-                let op = ConvOp {
-                    weights: cpu,
-                    geom,
-                    pre: pre_cpu.flatten(),
-                    post: post_cpu.flatten(),
-                    single_input,
-                };
-                let x = x.contiguous()?;
-                return match residual {
-                    Some(r) => x.apply_op2_no_bwd(&r.contiguous()?, &op),
-                    None => x.apply_op1_no_bwd(&op),
-                };
-            }
-        }
-        let x = match pre {
-            Some(s) => s.forward(x)?,
-            None => x.clone(),
-        };
-        let y = if let (Some(cpu), true) = (&self.cpu, on_cpu(&x)) {
-            let op = ConvOp {
-                weights: cpu,
-                geom,
-                pre: None,
-                post: None,
-                single_input: geom.c_in == geom.groups,
-            };
-            match (post, residual) {
-                (None, Some(r)) if on_cpu(r) => {
-                    return x.contiguous()?.apply_op2_no_bwd(&r.contiguous()?, &op);
-                }
-                _ => x.contiguous()?.apply_op1_no_bwd(&op)?,
-            }
-        } else {
-            let y = x.conv1d(
-                &self.weight,
-                self.cfg.padding,
-                self.cfg.stride,
-                self.cfg.dilation,
-                self.cfg.groups,
-            )?;
-            match &self.bias {
-                Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?.reshape((1, (), 1))?)?,
-                None => y,
-            }
-        };
-        let y = match post {
-            Some(s) => s.forward(&y)?,
-            None => y,
-        };
-        match residual {
-            Some(r) => y + r,
-            None => Ok(y),
-        }
-    }
-
-    /// `residual + conv(x)`, the sum formed in place on the CPU.
-    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
-        self.forward_fused(x, None, None, Some(residual))
-    }
-}
-
-impl Module for Conv1d {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.forward_fused(x, None, None, None)
-    }
-}
-
-struct ConvOp<'a> {
-    weights: &'a CpuWeights,
-    geom: ConvGeom,
-    pre: Option<SnakeParams<'a>>,
-    post: Option<SnakeParams<'a>>,
-    /// Each output channel reads one input channel: the direct kernel, with every fusion.
-    single_input: bool,
-}
-
-impl ConvOp<'_> {
-    fn run(&self, x: &[f32], residual: Option<&[f32]>) -> (CpuStorage, Shape) {
-        let g = &self.geom;
-        let f = Fusion {
-            bias: self.weights.bias.as_deref(),
-            pre: self.pre,
-            post: self.post,
-            residual,
-        };
-        let out = if self.single_input {
-            conv_cpu::conv1d_single_input(x, &self.weights.w, &f, g)
-        } else {
-            conv_cpu::conv1d_gemm(x, &self.weights.w, &f, g)
-        };
-        let l_out = g.l_out().expect("checked before the op");
-        (CpuStorage::F32(out), Shape::from((g.batch, g.c_out, l_out)))
-    }
-}
-
-impl candle_core::CustomOp1 for ConvOp<'_> {
-    fn name(&self) -> &'static str {
-        "tessera-conv1d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        Ok(self.run(f32_input(storage, layout)?, None))
-    }
-}
-
-impl candle_core::CustomOp2 for ConvOp<'_> {
-    fn name(&self) -> &'static str {
-        "tessera-conv1d-add"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        Ok(self.run(f32_input(s1, l1)?, Some(f32_input(s2, l2)?)))
-    }
-}
-
 /// `torch.nn.ConvTranspose1d`: weight `[c_in, c_out / groups, kernel]`, optional bias `[c_out]`.
 #[derive(Clone)]
 pub struct ConvTranspose1d {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    cfg: ConvTranspose1dConfig,
+    pub(super) weight: Tensor,
+    pub(super) bias: Option<Tensor>,
+    pub(super) cfg: ConvTranspose1dConfig,
     /// The weights for the CPU kernel (one group only).
-    cpu: Option<Arc<CpuWeights>>,
+    pub(super) cpu: Option<Arc<CpuWeights>>,
 }
 
 impl std::fmt::Debug for ConvTranspose1d {
@@ -507,7 +323,7 @@ impl ConvTranspose1d {
         self.weight.dims()[2]
     }
 
-    fn geom(&self, batch: usize, l_in: usize) -> ConvTrGeom {
+    pub(super) fn geom(&self, batch: usize, l_in: usize) -> ConvTrGeom {
         ConvTrGeom {
             batch,
             c_in: self.in_channels(),
@@ -527,70 +343,11 @@ impl ConvTranspose1d {
     }
 }
 
-impl Module for ConvTranspose1d {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (batch, c_in, l_in) = x.dims3()?;
-        if c_in != self.in_channels() {
-            candle_core::bail!(
-                "conv_transpose1d expects {} input channels, got {c_in}",
-                self.in_channels()
-            );
-        }
-        let geom = self.geom(batch, l_in);
-        if geom.l_out().is_none() {
-            candle_core::bail!("conv_transpose1d input of {l_in} frames leaves no output");
-        }
-        if let Some(cpu) = &self.cpu
-            && x.device().is_cpu()
-            && x.dtype() == DType::F32
-        {
-            return x
-                .contiguous()?
-                .apply_op1_no_bwd(&ConvTrOp { weights: cpu, geom });
-        }
-        let y = x.conv_transpose1d(
-            &self.weight,
-            self.cfg.padding,
-            self.cfg.output_padding,
-            self.cfg.stride,
-            self.cfg.dilation,
-            self.cfg.groups,
-        )?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, (), 1))?),
-            None => Ok(y),
-        }
-    }
-}
-
-struct ConvTrOp<'a> {
-    weights: &'a CpuWeights,
-    geom: ConvTrGeom,
-}
-
-impl candle_core::CustomOp1 for ConvTrOp<'_> {
-    fn name(&self) -> &'static str {
-        "tessera-conv-transpose1d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_input(storage, layout)?;
-        let g = &self.geom;
-        let out =
-            conv_cpu::conv_transpose1d_gemm(x, &self.weights.w, self.weights.bias.as_deref(), g);
-        let l_out = g.l_out().expect("checked before the op");
-        Ok((CpuStorage::F32(out), Shape::from((g.batch, g.c_out, l_out))))
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::{Snake1d, residual_depthwise_separable};
     use super::*;
-    use candle_core::Device;
+    use candle_core::{Device, Module};
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         assert_eq!(a.dims(), b.dims());
@@ -710,6 +467,69 @@ mod tests {
             let bad = Tensor::zeros((2, 6, 299), DType::F32, &dev).unwrap();
             assert!(conv.forward_add(&x, &bad).is_err());
         }
+    }
+
+    #[test]
+    fn fused_units_match_composition() {
+        let dev = Device::Cpu;
+        let c = 8;
+        let x = Tensor::randn(0f32, 1., (2, c, 700), &dev).unwrap();
+        let snake = |seed: u64| {
+            let a = Tensor::rand(0.5f32, 2.0, (1, c, 1), &dev).unwrap();
+            Snake1d::new((a + seed as f64 * 0.01).unwrap()).unwrap()
+        };
+        let (pre, mid) = (snake(1), snake(2));
+        let w = |shape: (usize, usize, usize)| Tensor::randn(0f32, 0.3, shape, &dev).unwrap();
+        let b = || Some(Tensor::randn(0f32, 0.1, c, &dev).unwrap());
+        for d in [1, 3, 9] {
+            let dw_cfg = Conv1dConfig {
+                padding: same_padding(7, d),
+                dilation: d,
+                groups: c,
+                ..Default::default()
+            };
+            let dw = Conv1d::new(w((c, 1, 7)), b(), dw_cfg).unwrap();
+            let pw = Conv1d::new(w((c, c, 1)), b(), Conv1dConfig::default()).unwrap();
+            let y = mid
+                .forward(&dw.forward(&pre.forward(&x).unwrap()).unwrap())
+                .unwrap();
+            let want = (pw.forward(&y).unwrap() + &x).unwrap();
+            let got = residual_depthwise_separable(&x, Some(&pre), &dw, Some(&mid), &pw).unwrap();
+            assert!(max_diff(&got, &want) < 1e-5, "dilation {d}");
+        }
+        // Input scaled per time step, residual added.
+        let pw = Conv1d::new(w((c, c, 1)), b(), Conv1dConfig::default()).unwrap();
+        let scale = Tensor::randn(0f32, 1., (2, 1, 700), &dev).unwrap();
+        let want = (pw.forward(&x.broadcast_mul(&scale).unwrap()).unwrap() + &x).unwrap();
+        let got = pw.forward_scaled_add(&x, &scale, &x).unwrap();
+        assert!(max_diff(&got, &want) < 1e-5);
+        assert!(pw.forward_scaled_add(&x, &x, &x).is_err());
+        // A dense strided conv with an activated input.
+        let cfg = Conv1dConfig {
+            padding: 2,
+            stride: 3,
+            ..Default::default()
+        };
+        let down = Conv1d::new(w((2 * c, c, 6)), None, cfg).unwrap();
+        let want = down.forward(&pre.forward(&x).unwrap()).unwrap();
+        let got = down.forward_fused(&x, Some(&pre), None, None).unwrap();
+        assert!(max_diff(&got, &want) < 1e-5);
+        // A transposed conv with an activated input.
+        let cfg = ConvTranspose1dConfig {
+            padding: 2,
+            output_padding: 1,
+            stride: 3,
+            ..Default::default()
+        };
+        let up = ConvTranspose1d::new(
+            w((c, 4, 6)),
+            Some(Tensor::ones(4, DType::F32, &dev).unwrap()),
+            cfg,
+        )
+        .unwrap();
+        let want = up.forward(&pre.forward(&x).unwrap()).unwrap();
+        let got = up.forward_fused(&x, Some(&pre)).unwrap();
+        assert!(max_diff(&got, &want) < 1e-5);
     }
 
     #[test]
