@@ -8,6 +8,7 @@ pub mod codec;
 pub mod dsp;
 pub mod encodec;
 pub mod mimi;
+pub mod registry;
 pub mod seanet;
 pub mod snac;
 

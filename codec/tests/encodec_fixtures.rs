@@ -120,3 +120,17 @@ fn chunked_codes_concatenate_and_split() {
     let ours = model.decode(&frames).unwrap();
     assert!(max_abs_diff(&ours, &io.decoded(0, 1)) < TOL);
 }
+
+/// A checkpoint directory loads through the registry, which detects the family.
+#[test]
+fn registry_loads_the_directory() {
+    let codec =
+        tessera_codec::registry::load_dir(&fixture_dir("tiny_24k"), &candle_core::Device::Cpu)
+            .unwrap();
+    assert_eq!(codec.id(), "tiny_24k");
+    let io = Io::load("tiny_24k");
+    let codes = codec
+        .encode(&io.audio(1), &EncodeOptions { n_q: Some(4) })
+        .unwrap();
+    assert_eq!(as_u32(&codes[0]), as_u32(&io.frames(1, 2).codes[0]));
+}

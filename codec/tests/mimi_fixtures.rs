@@ -99,3 +99,16 @@ fn levels_describe_the_model() {
     assert_eq!(model.channels(), 2);
     assert_eq!(model.levels()[0].frame_rate, 100.0);
 }
+
+/// A checkpoint directory loads through the registry, which detects the family.
+#[test]
+fn registry_loads_the_directory() {
+    let codec =
+        tessera_codec::registry::load_dir(&fixture_dir("tiny"), &candle_core::Device::Cpu).unwrap();
+    assert_eq!(codec.id(), "tiny");
+    let io = Io::load("tiny");
+    let codes = codec
+        .encode(&io.audio(0), &EncodeOptions { n_q: Some(6) })
+        .unwrap();
+    assert_eq!(as_u32(&codes[0]), as_u32(&io.codes(0)));
+}
