@@ -1,7 +1,7 @@
 //! The LSTM at the end of EnCodec's encoder and the start of its decoder (`EncodecLSTM`):
 //! `nn.LSTM(dim, dim, num_layers)` over time, plus the input (a skip connection).
 
-use candle_core::{D, IndexOp, Tensor};
+use candle_core::{D, DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
 
 #[derive(Debug, Clone)]
@@ -75,29 +75,91 @@ impl Lstm {
         let input = x.transpose(1, 2)?.contiguous()?;
         let mut seq = input.clone();
         for (k, layer) in self.layers.iter().enumerate() {
+            // The input projection of every step at once, as one matmul.
             let pre = seq
                 .reshape((b * t, self.dim))?
                 .matmul(&layer.w_ih_t)?
                 .broadcast_add(&layer.bias)?
                 .reshape((b, t, 4 * self.dim))?;
-            let mut h = state.h[k].clone();
-            let mut cell = state.c[k].clone();
-            let mut outs = Vec::with_capacity(t);
-            for step in 0..t {
-                let gates = (pre.i((.., step, ..))? + h.matmul(&layer.w_hh_t)?)?;
-                let chunks = gates.chunk(4, D::Minus1)?;
-                let i = candle_nn::ops::sigmoid(&chunks[0])?;
-                let f = candle_nn::ops::sigmoid(&chunks[1])?;
-                let g = chunks[2].tanh()?;
-                let o = candle_nn::ops::sigmoid(&chunks[3])?;
-                cell = ((f * &cell)? + (i * g)?)?;
-                h = (o * cell.tanh()?)?;
-                outs.push(h.clone());
-            }
+            let (out, h, cell) = if x.device().is_cpu() && x.dtype() == DType::F32 {
+                self.recur_cpu(layer, &pre, &state.h[k], &state.c[k])?
+            } else {
+                self.recur(layer, &pre, &state.h[k], &state.c[k])?
+            };
             state.h[k] = h;
             state.c[k] = cell;
-            seq = Tensor::stack(&outs, 1)?;
+            seq = out;
         }
         (seq + input)?.transpose(1, 2)?.contiguous()
+    }
+
+    /// The recurrence with candle ops (any device).
+    fn recur(
+        &self,
+        layer: &LstmLayer,
+        pre: &Tensor,
+        h0: &Tensor,
+        c0: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let t = pre.dim(1)?;
+        let mut h = h0.clone();
+        let mut cell = c0.clone();
+        let mut outs = Vec::with_capacity(t);
+        for step in 0..t {
+            let gates = (pre.i((.., step, ..))? + h.matmul(&layer.w_hh_t)?)?;
+            let chunks = gates.chunk(4, D::Minus1)?;
+            let i = candle_nn::ops::sigmoid(&chunks[0])?;
+            let f = candle_nn::ops::sigmoid(&chunks[1])?;
+            let g = chunks[2].tanh()?;
+            let o = candle_nn::ops::sigmoid(&chunks[3])?;
+            cell = ((f * &cell)? + (i * g)?)?;
+            h = (o * cell.tanh()?)?;
+            outs.push(h.clone());
+        }
+        Ok((Tensor::stack(&outs, 1)?, h, cell))
+    }
+
+    /// The recurrence on the CPU: the recurrent matmul per step through candle (its weight is
+    /// stored transposed, so no repacking), the gate arithmetic in place on plain slices.
+    fn recur_cpu(
+        &self,
+        layer: &LstmLayer,
+        pre: &Tensor,
+        h0: &Tensor,
+        c0: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let (b, t, _) = pre.dims3()?;
+        let d = self.dim;
+        let pre = pre.flatten_all()?.to_vec1::<f32>()?;
+        let mut h = h0.flatten_all()?.to_vec1::<f32>()?;
+        let mut cell = c0.flatten_all()?.to_vec1::<f32>()?;
+        let mut out = vec![0f32; b * t * d];
+        let sigmoid = |v: f32| 1.0 / (1.0 + (-v).exp());
+        for step in 0..t {
+            let rec = Tensor::from_slice(&h, (b, d), &Device::Cpu)?
+                .matmul(&layer.w_hh_t)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            for item in 0..b {
+                let g = &pre[(item * t + step) * 4 * d..][..4 * d];
+                let r = &rec[item * 4 * d..][..4 * d];
+                let hs = &mut h[item * d..][..d];
+                let cs = &mut cell[item * d..][..d];
+                for j in 0..d {
+                    let i = sigmoid(g[j] + r[j]);
+                    let f = sigmoid(g[d + j] + r[d + j]);
+                    let gg = (g[2 * d + j] + r[2 * d + j]).tanh();
+                    let o = sigmoid(g[3 * d + j] + r[3 * d + j]);
+                    cs[j] = f * cs[j] + i * gg;
+                    hs[j] = o * cs[j].tanh();
+                }
+                out[(item * t + step) * d..][..d].copy_from_slice(hs);
+            }
+        }
+        Ok((
+            Tensor::from_vec(out, (b, t, d), &Device::Cpu)?,
+            Tensor::from_vec(h, (b, d), &Device::Cpu)?,
+            Tensor::from_vec(cell, (b, d), &Device::Cpu)?,
+        ))
     }
 }
