@@ -5,5 +5,6 @@
 
 pub mod audio;
 pub mod codec;
+pub mod dac;
 pub mod dsp;
 pub mod snac;
