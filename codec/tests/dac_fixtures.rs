@@ -62,9 +62,9 @@ fn fixtures_cover_padding_and_odd_strides() {
         let hop = model.config().hop_length();
         let n: Vec<usize> = (0..io.n_clips()).map(|i| io.audio(i).dims()[2]).collect();
         assert!(n.iter().any(|n| n % hop != 0), "{name}: {n:?}");
-        for i in 0..io.n_clips() {
+        for (i, &len) in n.iter().enumerate() {
             let frames = io.codes(i).dims()[2];
-            assert_eq!(frames, n[i].div_ceil(hop));
+            assert_eq!(frames, len.div_ceil(hop));
             assert_eq!(io.decoded(i).dims()[1], model.config().decoded_len(frames));
         }
     }

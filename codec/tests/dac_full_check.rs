@@ -8,7 +8,7 @@ mod dac_support;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use dac_support::*;
 use tessera_codec::dac::{ChunkPolicy, Dac, DacConfig};
 
@@ -75,6 +75,9 @@ fn full_size_models_match_the_reference() {
             );
             let chunked = model.decode_chunked(&io.codes(i), &policy).unwrap();
             assert_eq!(max_abs_diff(&chunked.squeeze(1).unwrap(), &decoded), 0.0);
+            if i == 0 {
+                margin_sweep(&model, &audio, &ours, &decoded);
+            }
             assert_eq!(differing + differing_nq, 0, "{name} clip {i}: codes differ");
             assert!(
                 err < 1e-4 && err_nq < 1e-4,
@@ -88,4 +91,32 @@ fn full_size_models_match_the_reference() {
         "no reference output found under {}",
         full_dir().display()
     );
+}
+
+/// What margins below the receptive field cost on a real-size model (printed for the docs).
+fn margin_sweep(model: &Dac, audio: &Tensor, codes: &Tensor, decoded: &Tensor) {
+    let enc = model.encoder_context();
+    let dec = model.decoder_context();
+    let top = enc.left_frames.max(dec.left_frames);
+    for margin in [0, 1, 2, 4, 6, 7, 8, 9, 10]
+        .into_iter()
+        .filter(|&m| m <= top)
+    {
+        let policy = ChunkPolicy {
+            window_frames: 25,
+            margin_frames: Some(margin),
+        };
+        let chunked = model.encode_chunked(audio, None, &policy).unwrap();
+        let differing = count_code_diffs(&chunked, codes);
+        let back = model
+            .decode_chunked(codes, &policy)
+            .unwrap()
+            .squeeze(1)
+            .unwrap();
+        let err = max_abs_diff(&back, decoded);
+        eprintln!(
+            "  window 25, margin {margin}: {differing} of {} codes differ, max |audio diff| {err:.2e}",
+            codes.elem_count()
+        );
+    }
 }

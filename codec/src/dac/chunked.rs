@@ -112,6 +112,12 @@ impl<'a> ChunkedEncoder<'a> {
         self.next_frame
     }
 
+    /// Samples held for windows still to come; never more than
+    /// `(window + left + right + 1) * hop` whatever has been pushed.
+    pub fn buffered_samples(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Samples at the model's rate, continuing the signal. Returns the codes `[n_q, k]` u32 of the
     /// frames that became final (`None` when none did).
     pub fn push(&mut self, samples: &[f32]) -> Result<Option<Tensor>> {
@@ -125,7 +131,9 @@ impl<'a> ChunkedEncoder<'a> {
         self.pushed += samples.len();
         let hop = self.model.config.hop_length();
         let mut out = Vec::new();
-        while (self.next_frame + self.window + self.right) * hop <= self.pushed {
+        // Strictly less: a window that reaches the end so far may be the last one, which
+        // ends differently (padding, odd-stride tail); only `finish` knows.
+        while (self.next_frame + self.window + self.right) * hop < self.pushed {
             out.push(self.run_window(self.next_frame + self.window, false)?);
         }
         cat_frames(out)
@@ -217,6 +225,12 @@ impl<'a> ChunkedDecoder<'a> {
         self.next_frame
     }
 
+    /// Code frames held for windows still to come; bounded like
+    /// [`ChunkedEncoder::buffered_samples`] (plus what one push brings).
+    pub fn buffered_frames(&self) -> usize {
+        self.pushed - self.buf_start
+    }
+
     /// Codes `[n_q, k]` u32 continuing the signal (the same `n_q` every time). Returns the audio
     /// `[1, samples]` that became final, `hop` samples per frame (`None` when none did).
     pub fn push(&mut self, codes: &Tensor) -> Result<Option<Tensor>> {
@@ -229,22 +243,24 @@ impl<'a> ChunkedDecoder<'a> {
             }
         };
         check_levels(self.model, &[codes.unsqueeze(0)?])?;
+        // Check everything before touching the state, so that a refused push changes nothing.
+        if let Some(buf) = &self.buf
+            && buf.dims()[0] != codes.dims()[0]
+        {
+            return Err(Error::invalid(format!(
+                "codes with {} codebooks follow codes with {}",
+                codes.dims()[0],
+                buf.dims()[0]
+            )));
+        }
+        let buf = match &self.buf {
+            None => codes.clone(),
+            Some(buf) => Tensor::cat(&[buf, &codes], 1)?,
+        };
+        self.buf = Some(buf);
         self.pushed += codes.dims()[1];
-        self.buf = Some(match self.buf.take() {
-            None => codes,
-            Some(buf) => {
-                if buf.dims()[0] != codes.dims()[0] {
-                    return Err(Error::invalid(format!(
-                        "codes with {} codebooks follow codes with {}",
-                        codes.dims()[0],
-                        buf.dims()[0]
-                    )));
-                }
-                Tensor::cat(&[&buf, &codes], 1)?
-            }
-        });
         let mut out = Vec::new();
-        while self.next_frame + self.window + self.right <= self.pushed {
+        while self.next_frame + self.window + self.right < self.pushed {
             out.push(self.run_window(self.next_frame + self.window, false)?);
         }
         cat_frames(out)
@@ -274,8 +290,17 @@ impl<'a> ChunkedDecoder<'a> {
         let codes = buf.narrow(1, start_frame - self.buf_start, win_end - start_frame)?;
         let audio = self.model.decode(&codes.unsqueeze(0)?)?.squeeze(0)?;
         let from = (self.next_frame - start_frame) * hop;
-        let to = ((end_frame - start_frame) * hop).min(audio.dims()[1]);
-        let audio = audio.narrow(1, from, to - from)?;
+        let want = (end_frame - start_frame) * hop;
+        let have = audio.dims()[1];
+        let audio = if last {
+            audio.narrow(1, from, have.min(want) - from)?
+        } else {
+            // Only without a right margin does a window end short of its last frame (odd strides
+            // lose samples at the end); zeros keep the frames aligned.
+            audio
+                .pad_with_zeros(1, 0, want.saturating_sub(have))?
+                .narrow(1, from, want - from)?
+        };
         self.next_frame = end_frame;
         let keep_from = self.next_frame.saturating_sub(self.left);
         let buf = buf.narrow(1, keep_from - self.buf_start, self.pushed - keep_from)?;
