@@ -60,6 +60,19 @@ enum Command {
     /// made them, the levels and their [codebooks, frames] shapes, frame rates and the duration of
     /// the audio they describe.
     Info(commands::info::InfoArgs),
+
+    /// List the codec ids: sample rates, frame rates, levels, codebooks, bitrates.
+    Codecs(commands::codecs::CodecsArgs),
+
+    /// Encode an audio file into discrete codes with a codec.
+    ///
+    /// The audio is decoded, resampled to the codec's rate and mixed to its channel count; the
+    /// codes are written as a safetensors file whose metadata names the codec, so `tessera
+    /// decode` needs nothing else.
+    Encode(commands::encode::EncodeArgs),
+
+    /// Decode a codes file back to audio (WAV), trimmed to the original length.
+    Decode(commands::decode::DecodeArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +92,9 @@ fn main() -> ExitCode {
     }
     let outcome = match cli.command {
         Command::Info(args) => commands::info::run(&args, &cli.global),
+        Command::Codecs(args) => commands::codecs::run(&args),
+        Command::Encode(args) => commands::encode::run(&args, &cli.global),
+        Command::Decode(args) => commands::decode::run(&args, &cli.global),
     };
     match outcome {
         Ok(0) => ExitCode::SUCCESS,

@@ -1,3 +1,6 @@
 //! One module per subcommand.
 
+pub mod codecs;
+pub mod decode;
+pub mod encode;
 pub mod info;
