@@ -195,3 +195,17 @@ fn batches_give_every_clip_its_own_codes() {
         }
     }
 }
+
+/// A local directory in the descript/dac_* layout is recognised as DAC by the registry.
+#[test]
+fn registry_detects_dac_directories() {
+    let codec =
+        tessera_codec::registry::load_dir(&fixture_dir("tiny_even"), &candle_core::Device::Cpu)
+            .unwrap();
+    assert_eq!(codec.id(), "tiny_even");
+    let io = Io::load("tiny_even");
+    let codes = codec
+        .encode(&io.audio(2), &EncodeOptions::default())
+        .unwrap();
+    assert_eq!(as_u32(&codes[0]), as_u32(&io.codes(2)));
+}
