@@ -288,7 +288,11 @@ impl<'a> ChunkedDecoder<'a> {
         };
         let buf = self.buf.as_ref().expect("codes were pushed");
         let codes = buf.narrow(1, start_frame - self.buf_start, win_end - start_frame)?;
-        let audio = self.model.decode(&codes.unsqueeze(0)?)?.squeeze(0)?;
+        let audio = self
+            .model
+            .decode_whole(&codes.unsqueeze(0)?)
+            .map_err(one_line)?
+            .squeeze(0)?;
         let from = (self.next_frame - start_frame) * hop;
         let want = (end_frame - start_frame) * hop;
         let have = audio.dims()[1];
