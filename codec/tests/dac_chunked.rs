@@ -181,6 +181,7 @@ fn chunked_errors_are_clear() {
     let mut dec = ChunkedDecoder::new(&model, &p).unwrap();
     let codes = Tensor::zeros((4, 3), candle_core::DType::U32, &candle_core::Device::Cpu).unwrap();
     assert!(dec.push(&codes).unwrap().is_none());
+    assert!(dec.push(&codes.narrow(1, 0, 0).unwrap()).unwrap().is_none());
     let e = dec
         .push(&codes.narrow(0, 0, 2).unwrap())
         .unwrap_err()

@@ -242,6 +242,10 @@ impl<'a> ChunkedDecoder<'a> {
                 )));
             }
         };
+        if codes.dims()[1] == 0 && codes.dtype() == DType::U32 {
+            // Nothing new, as an empty push of samples to the encoder.
+            return Ok(None);
+        }
         check_levels(self.model, &[codes.unsqueeze(0)?])?;
         // Check everything before touching the state, so that a refused push changes nothing.
         if let Some(buf) = &self.buf
