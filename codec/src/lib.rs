@@ -5,6 +5,7 @@
 
 pub mod audio;
 pub mod codec;
+pub mod dac;
 pub mod dsp;
 pub mod registry;
 pub mod snac;
