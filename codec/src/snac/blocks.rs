@@ -2,7 +2,7 @@
 
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
-use tessera_core::nn::{Conv1d, Conv1dConfig, Snake1d, same_padding};
+use tessera_core::nn::{Conv1d, Conv1dConfig, Snake1d, residual_depthwise_separable, same_padding};
 
 /// `x + conv1x1(snake(conv7_dilated(snake(x))))`; the 7-tap conv is depthwise in the
 /// depthwise models.
@@ -39,11 +39,14 @@ impl ResidualUnit {
 
 impl Module for ResidualUnit {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.snake1.forward(x)?;
-        let y = self.conv1.forward(&y)?;
-        let y = self.snake2.forward(&y)?;
-        let y = self.conv2.forward(&y)?;
         // The reference crops x when y is shorter; with "same" padding and kernel 7 it never is.
-        x + y
+        // One pass on the CPU for the depthwise models; layer by layer for the dense ones.
+        residual_depthwise_separable(
+            x,
+            Some(&self.snake1),
+            &self.conv1,
+            Some(&self.snake2),
+            &self.conv2,
+        )
     }
 }

@@ -27,8 +27,9 @@ impl NoiseBlock {
         };
         let (b, _, t) = x.dims3()?;
         let noise = rng.randn((b, 1, t), x.device())?.to_dtype(x.dtype())?;
-        let h = self.linear.forward(x)?;
-        x + noise.broadcast_mul(&h)?
+        // x + noise * (W x), computed as x + W (noise * x) so that the sum forms in place; the
+        // noise scales whole time steps, so both orders are the same product.
+        self.linear.forward_scaled_add(x, &noise, x)
     }
 }
 
@@ -83,7 +84,7 @@ impl DecoderBlock {
     }
 
     fn forward(&self, x: &Tensor, rng: Option<&mut NormalRng>) -> candle_core::Result<Tensor> {
-        let mut x = self.up.forward(&self.snake.forward(x)?)?;
+        let mut x = self.up.forward_fused(x, Some(&self.snake))?;
         if let Some(noise) = &self.noise {
             x = noise.forward(&x, rng)?;
         }
@@ -190,7 +191,9 @@ impl Decoder {
         for block in &self.blocks {
             x = block.forward(&x, rng.as_deref_mut())?;
         }
-        let x = self.output.forward(&self.snake.forward(&x)?)?;
+        let x = self
+            .output
+            .forward_fused(&x, Some(&self.snake), None, None)?;
         x.tanh()
     }
 }

@@ -46,7 +46,7 @@ impl EncoderBlock {
         for unit in &self.units {
             x = unit.forward(&x)?;
         }
-        self.down.forward(&self.snake.forward(&x)?)
+        self.down.forward_fused(&x, Some(&self.snake), None, None)
     }
 }
 

@@ -1,17 +1,18 @@
 //! 1-D convolution layers (plain and transposed) with padding, stride, dilation and groups.
 //!
-//! On the CPU with f32 tensors the forward pass runs the kernels of `conv_cpu` (im2col tiles +
-//! gemm, a direct depthwise loop, gemm + gather for transposed convs), which are several times
-//! faster than candle's for the long, narrow signals of audio codecs. On other devices or dtypes
-//! it falls back to candle's own `conv1d` / `conv_transpose1d`. The layers are for inference:
-//! the fast path records no gradient.
+//! On the CPU with f32 tensors the forward passes (in `conv_ops`) run the kernels of `conv_cpu`
+//! (im2col tiles + gemm, a direct depthwise loop, gemm + overlap-add for transposed convs), which
+//! are several times faster than candle's for the long, narrow signals of audio codecs, and fuse
+//! the activations and residual sums around them. On other devices or dtypes they fall back to
+//! candle's own `conv1d` / `conv_transpose1d` and tensor ops. The layers are for inference: the
+//! fast path records no gradient.
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, DType, Layout, Module, Shape, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
-use super::conv_cpu::{self, ConvGeom, ConvTrGeom};
+use super::conv_cpu::{ConvGeom, ConvTrGeom};
 
 /// Hyper-parameters of a conv layer, as torch's `nn.Conv1d` takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,9 +76,9 @@ pub fn causal_padding(len: usize, kernel: usize, stride: usize, dilation: usize)
 }
 
 /// Weights copied out once for the CPU kernels (so a forward pass never touches tensors).
-struct CpuWeights {
-    w: Vec<f32>,
-    bias: Option<Vec<f32>>,
+pub(super) struct CpuWeights {
+    pub w: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
 }
 
 fn cpu_weights(w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Option<Arc<CpuWeights>>> {
@@ -90,21 +91,13 @@ fn cpu_weights(w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Option<
     })))
 }
 
-fn f32_input<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
-    let data = storage.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("conv kernels need a contiguous input"),
-    }
-}
-
 /// `torch.nn.Conv1d`: weight `[c_out, c_in / groups, kernel]`, optional bias `[c_out]`.
 #[derive(Clone)]
 pub struct Conv1d {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    cfg: Conv1dConfig,
-    cpu: Option<Arc<CpuWeights>>,
+    pub(super) weight: Tensor,
+    pub(super) bias: Option<Tensor>,
+    pub(super) cfg: Conv1dConfig,
+    pub(super) cpu: Option<Arc<CpuWeights>>,
 }
 
 impl std::fmt::Debug for Conv1d {
@@ -200,7 +193,7 @@ impl Conv1d {
         self.weight.dims()[2]
     }
 
-    fn geom(&self, batch: usize, l_in: usize) -> ConvGeom {
+    pub(super) fn geom(&self, batch: usize, l_in: usize) -> ConvGeom {
         ConvGeom {
             batch,
             c_in: self.in_channels(),
@@ -220,81 +213,14 @@ impl Conv1d {
     }
 }
 
-impl Module for Conv1d {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (batch, c_in, l_in) = x.dims3()?;
-        if c_in != self.in_channels() {
-            candle_core::bail!(
-                "conv1d expects {} input channels, got {c_in}",
-                self.in_channels()
-            );
-        }
-        let geom = self.geom(batch, l_in);
-        if geom.l_out().is_none() {
-            candle_core::bail!(
-                "conv1d input of {l_in} samples is shorter than the kernel reach ({} samples)",
-                self.cfg.dilation * (self.kernel_size() - 1) + 1 - 2 * self.cfg.padding.min(l_in)
-            );
-        }
-        if let Some(cpu) = &self.cpu
-            && x.device().is_cpu()
-            && x.dtype() == DType::F32
-        {
-            return x
-                .contiguous()?
-                .apply_op1_no_bwd(&ConvOp { weights: cpu, geom });
-        }
-        let y = x.conv1d(
-            &self.weight,
-            self.cfg.padding,
-            self.cfg.stride,
-            self.cfg.dilation,
-            self.cfg.groups,
-        )?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, (), 1))?),
-            None => Ok(y),
-        }
-    }
-}
-
-struct ConvOp<'a> {
-    weights: &'a CpuWeights,
-    geom: ConvGeom,
-}
-
-impl candle_core::CustomOp1 for ConvOp<'_> {
-    fn name(&self) -> &'static str {
-        "tessera-conv1d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_input(storage, layout)?;
-        let g = &self.geom;
-        let bias = self.weights.bias.as_deref();
-        let depthwise = g.groups > 1 && g.groups == g.c_in && g.groups == g.c_out;
-        let out = if depthwise {
-            conv_cpu::conv1d_depthwise(x, &self.weights.w, bias, g)
-        } else {
-            conv_cpu::conv1d_gemm(x, &self.weights.w, bias, g)
-        };
-        let l_out = g.l_out().expect("checked before the op");
-        Ok((CpuStorage::F32(out), Shape::from((g.batch, g.c_out, l_out))))
-    }
-}
-
 /// `torch.nn.ConvTranspose1d`: weight `[c_in, c_out / groups, kernel]`, optional bias `[c_out]`.
 #[derive(Clone)]
 pub struct ConvTranspose1d {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    cfg: ConvTranspose1dConfig,
-    /// The weight transposed to `[c_out * kernel, c_in]` for the CPU kernel (one group only).
-    cpu: Option<Arc<CpuWeights>>,
+    pub(super) weight: Tensor,
+    pub(super) bias: Option<Tensor>,
+    pub(super) cfg: ConvTranspose1dConfig,
+    /// The weights for the CPU kernel (one group only).
+    pub(super) cpu: Option<Arc<CpuWeights>>,
 }
 
 impl std::fmt::Debug for ConvTranspose1d {
@@ -342,8 +268,7 @@ impl ConvTranspose1d {
             );
         }
         let cpu = if cfg.groups == 1 {
-            let wt = weight.reshape((c_in, c_out * kernel))?.t()?.contiguous()?;
-            cpu_weights(&wt, bias.as_ref())?
+            cpu_weights(&weight, bias.as_ref())?
         } else {
             None
         };
@@ -398,7 +323,7 @@ impl ConvTranspose1d {
         self.weight.dims()[2]
     }
 
-    fn geom(&self, batch: usize, l_in: usize) -> ConvTrGeom {
+    pub(super) fn geom(&self, batch: usize, l_in: usize) -> ConvTrGeom {
         ConvTrGeom {
             batch,
             c_in: self.in_channels(),
@@ -418,70 +343,11 @@ impl ConvTranspose1d {
     }
 }
 
-impl Module for ConvTranspose1d {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (batch, c_in, l_in) = x.dims3()?;
-        if c_in != self.in_channels() {
-            candle_core::bail!(
-                "conv_transpose1d expects {} input channels, got {c_in}",
-                self.in_channels()
-            );
-        }
-        let geom = self.geom(batch, l_in);
-        if geom.l_out().is_none() {
-            candle_core::bail!("conv_transpose1d input of {l_in} frames leaves no output");
-        }
-        if let Some(cpu) = &self.cpu
-            && x.device().is_cpu()
-            && x.dtype() == DType::F32
-        {
-            return x
-                .contiguous()?
-                .apply_op1_no_bwd(&ConvTrOp { weights: cpu, geom });
-        }
-        let y = x.conv_transpose1d(
-            &self.weight,
-            self.cfg.padding,
-            self.cfg.output_padding,
-            self.cfg.stride,
-            self.cfg.dilation,
-            self.cfg.groups,
-        )?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, (), 1))?),
-            None => Ok(y),
-        }
-    }
-}
-
-struct ConvTrOp<'a> {
-    weights: &'a CpuWeights,
-    geom: ConvTrGeom,
-}
-
-impl candle_core::CustomOp1 for ConvTrOp<'_> {
-    fn name(&self) -> &'static str {
-        "tessera-conv-transpose1d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_input(storage, layout)?;
-        let g = &self.geom;
-        let out =
-            conv_cpu::conv_transpose1d_gemm(x, &self.weights.w, self.weights.bias.as_deref(), g);
-        let l_out = g.l_out().expect("checked before the op");
-        Ok((CpuStorage::F32(out), Shape::from((g.batch, g.c_out, l_out))))
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::{Snake1d, residual_depthwise_separable};
     use super::*;
-    use candle_core::Device;
+    use candle_core::{Device, Module};
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         assert_eq!(a.dims(), b.dims());
@@ -561,6 +427,109 @@ mod tests {
         let slow = x.conv_transpose1d(&w, 2, 1, 3, 1, 1).unwrap();
         assert!(max_diff(&fast, &slow) < 1e-4);
         assert_eq!(fast.dims(), [2, 4, 257 * 3]);
+    }
+
+    /// Fused forms against the layers composed one by one.
+    #[test]
+    fn fused_forms_match_composition() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (2, 6, 300), &dev).unwrap();
+        let alpha = |seed: f64| {
+            (Tensor::rand(0.5f32, 2.0, (1, 6, 1), &dev).unwrap() * seed)
+                .unwrap()
+                .clamp(0.3, 3.0)
+                .unwrap()
+        };
+        let pre = Snake1d::new(alpha(1.0)).unwrap();
+        let post = Snake1d::new(alpha(1.3)).unwrap();
+        for (groups, k, dilation) in [(6, 7, 3), (1, 7, 1), (1, 1, 1), (2, 3, 1)] {
+            let cfg = Conv1dConfig {
+                padding: same_padding(k, dilation),
+                dilation,
+                groups,
+                ..Default::default()
+            };
+            let w = Tensor::randn(0f32, 0.3, (6, 6 / groups, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 0.1, 6, &dev).unwrap();
+            let conv = Conv1d::new(w, Some(b), cfg).unwrap();
+            let res = Tensor::randn(0f32, 1., (2, 6, 300), &dev).unwrap();
+            let want = (post
+                .forward(&conv.forward(&pre.forward(&x).unwrap()).unwrap())
+                .unwrap()
+                + &res)
+                .unwrap();
+            let got = conv
+                .forward_fused(&x, Some(&pre), Some(&post), Some(&res))
+                .unwrap();
+            assert!(max_diff(&got, &want) < 1e-5, "groups {groups}");
+            let want = (conv.forward(&x).unwrap() + &res).unwrap();
+            assert!(max_diff(&conv.forward_add(&x, &res).unwrap(), &want) < 1e-5);
+            let bad = Tensor::zeros((2, 6, 299), DType::F32, &dev).unwrap();
+            assert!(conv.forward_add(&x, &bad).is_err());
+        }
+    }
+
+    #[test]
+    fn fused_units_match_composition() {
+        let dev = Device::Cpu;
+        let c = 8;
+        let x = Tensor::randn(0f32, 1., (2, c, 700), &dev).unwrap();
+        let snake = |seed: u64| {
+            let a = Tensor::rand(0.5f32, 2.0, (1, c, 1), &dev).unwrap();
+            Snake1d::new((a + seed as f64 * 0.01).unwrap()).unwrap()
+        };
+        let (pre, mid) = (snake(1), snake(2));
+        let w = |shape: (usize, usize, usize)| Tensor::randn(0f32, 0.3, shape, &dev).unwrap();
+        let b = || Some(Tensor::randn(0f32, 0.1, c, &dev).unwrap());
+        for d in [1, 3, 9] {
+            let dw_cfg = Conv1dConfig {
+                padding: same_padding(7, d),
+                dilation: d,
+                groups: c,
+                ..Default::default()
+            };
+            let dw = Conv1d::new(w((c, 1, 7)), b(), dw_cfg).unwrap();
+            let pw = Conv1d::new(w((c, c, 1)), b(), Conv1dConfig::default()).unwrap();
+            let y = mid
+                .forward(&dw.forward(&pre.forward(&x).unwrap()).unwrap())
+                .unwrap();
+            let want = (pw.forward(&y).unwrap() + &x).unwrap();
+            let got = residual_depthwise_separable(&x, Some(&pre), &dw, Some(&mid), &pw).unwrap();
+            assert!(max_diff(&got, &want) < 1e-5, "dilation {d}");
+        }
+        // Input scaled per time step, residual added.
+        let pw = Conv1d::new(w((c, c, 1)), b(), Conv1dConfig::default()).unwrap();
+        let scale = Tensor::randn(0f32, 1., (2, 1, 700), &dev).unwrap();
+        let want = (pw.forward(&x.broadcast_mul(&scale).unwrap()).unwrap() + &x).unwrap();
+        let got = pw.forward_scaled_add(&x, &scale, &x).unwrap();
+        assert!(max_diff(&got, &want) < 1e-5);
+        assert!(pw.forward_scaled_add(&x, &x, &x).is_err());
+        // A dense strided conv with an activated input.
+        let cfg = Conv1dConfig {
+            padding: 2,
+            stride: 3,
+            ..Default::default()
+        };
+        let down = Conv1d::new(w((2 * c, c, 6)), None, cfg).unwrap();
+        let want = down.forward(&pre.forward(&x).unwrap()).unwrap();
+        let got = down.forward_fused(&x, Some(&pre), None, None).unwrap();
+        assert!(max_diff(&got, &want) < 1e-5);
+        // A transposed conv with an activated input.
+        let cfg = ConvTranspose1dConfig {
+            padding: 2,
+            output_padding: 1,
+            stride: 3,
+            ..Default::default()
+        };
+        let up = ConvTranspose1d::new(
+            w((c, 4, 6)),
+            Some(Tensor::ones(4, DType::F32, &dev).unwrap()),
+            cfg,
+        )
+        .unwrap();
+        let want = up.forward(&pre.forward(&x).unwrap()).unwrap();
+        let got = up.forward_fused(&x, Some(&pre)).unwrap();
+        assert!(max_diff(&got, &want) < 1e-5);
     }
 
     #[test]

@@ -7,16 +7,38 @@
 //! - dense and grouped convs cut the output into time tiles; a tile's im2col block
 //!   (`[c_in * k, tile]`, rows copied as shifted slices of the input) stays in cache and one gemm
 //!   writes the tile straight into the `[c_out, time]` output. Tiles run in parallel.
-//!   Pointwise convs (k = 1) skip im2col and read the input in place.
-//! - depthwise convs (one input and one output channel per group) are a direct loop per channel.
-//! - transposed convs are a gemm into `[c_out * k, frames]` columns followed by a gather per
-//!   output tile (so tiles never write to the same sample and can run in parallel).
+//!   Pointwise convs (k = 1) read the input in place.
+//! - convs whose output channels each read one input channel (depthwise, or a single input
+//!   channel as in the first layer of a codec) are a direct loop per output channel.
+//! - transposed convs are one gemm per output tile into `[frame, c_out * k]` columns, then an
+//!   overlap-add of each frame's contiguous taps (tiles own disjoint samples: parallel).
+//! - the depthwise-separable residual unit (`x + pw(depthwise(x))`) runs tile by tile with the
+//!   depthwise output never leaving the cache.
 //!
-//! All kernels take contiguous `[batch, channels, time]` buffers.
+//! Every kernel applies the surrounding element-wise work while the data is in cache (see
+//! [`Fusion`]): an activation (Snake) on its input and output, a bias, a residual of the output's
+//! shape. Each fused step saves a full read, write and allocation of the signal, which on long
+//! inputs costs as much as the arithmetic. All buffers are contiguous `[batch, channels, time]`.
 
 use rayon::prelude::*;
 
 use super::gemm::{MatRef, SharedOut};
+use super::snake_cpu::{SnakeParams, snake_in_place};
+
+/// What a kernel does around the convolution:
+/// `post(conv(pre(x) * in_scale) + bias) + residual`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Fusion<'a> {
+    pub bias: Option<&'a [f32]>,
+    /// Snake on each input channel.
+    pub pre: Option<SnakeParams<'a>>,
+    /// `[batch, l_in]`: every input sample of a time step scaled by one factor (gemm kernel only).
+    pub in_scale: Option<&'a [f32]>,
+    /// Snake on each output channel (single-input-channel kernel only).
+    pub post: Option<SnakeParams<'a>>,
+    /// `[batch, c_out, l_out]`, added last.
+    pub residual: Option<&'a [f32]>,
+}
 
 /// Shape and hyper-parameters of a conv1d call.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +87,13 @@ impl ConvTrGeom {
     }
 }
 
+/// Per-thread working buffers of a job.
+#[derive(Default)]
+struct Scratch {
+    a: Vec<f32>,
+    b: Vec<f32>,
+}
+
 /// Time-tile length for an im2col block with `rows` rows: small enough that the block stays in
 /// the L2 cache, large enough that a gemm call amortises packing the weights.
 fn tile_len(rows: usize, l_out: usize) -> usize {
@@ -77,31 +106,70 @@ fn tile_len(rows: usize, l_out: usize) -> usize {
 /// else one after another with the threads inside gemm.
 fn run_jobs<F>(jobs: usize, work_per_job: usize, f: F)
 where
-    F: Fn(usize, &mut Vec<f32>, usize) + Sync,
+    F: Fn(usize, &mut Scratch, usize) + Sync,
 {
     let threads = rayon::current_num_threads();
     if threads > 1 && jobs >= 2 * threads {
         (0..jobs)
             .into_par_iter()
-            .for_each_init(Vec::new, |scratch, job| f(job, scratch, 1));
+            .for_each_init(Scratch::default, |scratch, job| f(job, scratch, 1));
     } else {
         // Few large jobs (low-rate layers with many channels): let gemm split each one, unless
         // it is too small to be worth waking the pool.
         let inner = if work_per_job >= 1 << 18 { threads } else { 1 };
-        let mut scratch = Vec::new();
+        let mut scratch = Scratch::default();
         for job in 0..jobs {
             f(job, &mut scratch, inner);
         }
     }
 }
 
-/// Dense or grouped conv1d; `w` is `[c_out, c_in / groups, kernel]`, `bias` is `[c_out]`.
-pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom) -> Vec<f32> {
+/// Copy input samples `first..first + len` of `rows` channels (zeros outside `0..l_in`) into
+/// `span` as `[rows, len]`, applying the input fusions (Snake of channel `ch0 + r`, the time
+/// scale) to the samples that exist: the reference pads after activating, so padding stays zero.
+#[allow(clippy::too_many_arguments)]
+fn fill_span(
+    span: &mut Vec<f32>,
+    x: &[f32],
+    l_in: usize,
+    rows: usize,
+    ch0: usize,
+    first: isize,
+    len: usize,
+    pre: Option<SnakeParams>,
+    scale: Option<&[f32]>,
+) {
+    span.clear();
+    span.resize(rows * len, 0.0);
+    let lo = (-first).clamp(0, len as isize) as usize;
+    let hi = (l_in as isize - first).clamp(lo as isize, len as isize) as usize;
+    if hi <= lo {
+        return;
+    }
+    let s0 = (first + lo as isize) as usize;
+    for r in 0..rows {
+        let dst = &mut span[r * len + lo..r * len + hi];
+        dst.copy_from_slice(&x[r * l_in + s0..][..hi - lo]);
+        if let Some(p) = pre {
+            snake_in_place(dst, p.alpha[ch0 + r], p.inv[ch0 + r]);
+        }
+        if let Some(scale) = scale {
+            for (v, &sc) in dst.iter_mut().zip(&scale[s0..]) {
+                *v *= sc;
+            }
+        }
+    }
+}
+
+/// Dense or grouped conv1d with every fusion but `post`; `w` is `[c_out, c_in / groups, k]`.
+pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec<f32> {
+    debug_assert!(f.post.is_none());
     let l_out = g.l_out().expect("checked by the caller");
     let cin_g = g.c_in / g.groups;
     let cout_g = g.c_out / g.groups;
     let rows = cin_g * g.kernel;
     let pointwise = g.kernel == 1 && g.stride == 1 && g.padding == 0;
+    let transform = f.pre.is_some() || f.in_scale.is_some();
     let tile = if pointwise {
         l_out.min(1024)
     } else {
@@ -111,40 +179,89 @@ pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGe
     let mut out = vec![0f32; g.batch * g.c_out * l_out];
     let shared = SharedOut::new(&mut out);
     let work = cout_g * rows * tile * g.groups;
+    let reach = g.dilation * (g.kernel - 1);
     run_jobs(g.batch * n_tiles, work, |job, scratch, threads| {
         let b = job / n_tiles;
         let t0 = (job % n_tiles) * tile;
         let nt = tile.min(l_out - t0);
         for grp in 0..g.groups {
             let xg = &x[(b * g.c_in + grp * cin_g) * g.l_in..][..cin_g * g.l_in];
-            let rhs = if pointwise {
+            let rhs = if transform {
+                // The input samples this tile reads, activated once, then columns from them.
+                let first = (t0 * g.stride) as isize - g.padding as isize;
+                let len = (nt - 1) * g.stride + reach + 1;
+                let scale = f.in_scale.map(|s| &s[b * g.l_in..][..g.l_in]);
+                fill_span(
+                    &mut scratch.b,
+                    xg,
+                    g.l_in,
+                    cin_g,
+                    grp * cin_g,
+                    first,
+                    len,
+                    f.pre,
+                    scale,
+                );
+                if pointwise {
+                    MatRef::new(&scratch.b, len, 1)
+                } else {
+                    let local = ConvGeom {
+                        l_in: len,
+                        padding: 0,
+                        ..*g
+                    };
+                    im2col(&scratch.b, cin_g, &local, 0, nt, &mut scratch.a);
+                    MatRef::new(&scratch.a, nt, 1)
+                }
+            } else if pointwise {
                 MatRef::new(&xg[t0..], g.l_in, 1)
             } else {
-                im2col(xg, cin_g, g, t0, nt, scratch);
-                MatRef::new(scratch, nt, 1)
+                im2col(xg, cin_g, g, t0, nt, &mut scratch.a);
+                MatRef::new(&scratch.a, nt, 1)
             };
             let lhs = MatRef::new(&w[grp * cout_g * rows..][..cout_g * rows], rows, 1);
             let dst = (b * g.c_out + grp * cout_g) * l_out + t0;
             // SAFETY: job (b, tile) alone writes columns t0..t0+nt of batch b's rows.
-            unsafe {
-                if let Some(bias) = bias {
-                    shared.fill_rows(dst, cout_g, nt, l_out, &bias[grp * cout_g..]);
-                }
-                shared.sgemm_into(
-                    dst,
-                    l_out,
-                    cout_g,
-                    nt,
-                    rows,
-                    lhs,
-                    rhs,
-                    bias.is_some(),
-                    threads,
-                );
-            }
+            let init = unsafe { init_rows(&shared, dst, cout_g, nt, l_out, grp * cout_g, f) };
+            // SAFETY: as above.
+            unsafe { shared.sgemm_into(dst, l_out, cout_g, nt, rows, lhs, rhs, init, threads) };
         }
     });
     out
+}
+
+/// Fill the output rows of a tile with bias and residual before gemm accumulates into them;
+/// false when there is nothing to add (gemm then overwrites).
+///
+/// # Safety
+/// The caller must own the tile.
+unsafe fn init_rows(
+    out: &SharedOut,
+    dst: usize,
+    rows: usize,
+    cols: usize,
+    stride: usize,
+    first_channel: usize,
+    f: &Fusion,
+) -> bool {
+    if f.bias.is_none() && f.residual.is_none() {
+        return false;
+    }
+    for r in 0..rows {
+        // SAFETY: the caller owns the tile.
+        let row = unsafe { out.row(dst + r * stride, cols) };
+        let b = f.bias.map_or(0.0, |b| b[first_channel + r]);
+        match f.residual {
+            Some(res) => {
+                row.copy_from_slice(&res[dst + r * stride..][..cols]);
+                if b != 0.0 {
+                    row.iter_mut().for_each(|v| *v += b);
+                }
+            }
+            None => row.fill(b),
+        }
+    }
+    true
 }
 
 /// The im2col block of output columns `t0..t0 + nt`: row `ci * kernel + kx`, column `j` holds
@@ -159,19 +276,18 @@ fn im2col(xg: &[f32], cin: usize, g: &ConvGeom, t0: usize, nt: usize, col: &mut 
             let row = &mut col[(ci * g.kernel + kx) * nt..][..nt];
             // First input sample of the row; columns step by `stride` samples.
             let first = (t0 * g.stride + kx * g.dilation) as isize - g.padding as isize;
-            if g.stride == 1 {
-                let lo = (-first).clamp(0, nt as isize) as usize;
-                let hi = (l_in - first).clamp(lo as isize, nt as isize) as usize;
-                if hi > lo {
-                    let s0 = (first + lo as isize) as usize;
+            // Columns j in lo..hi read inside the input; the rest stay zero (padding).
+            let s = g.stride as isize;
+            let lo = div_ceil_i(-first, s).clamp(0, nt as isize) as usize;
+            let hi = div_ceil_i(l_in - first, s).clamp(lo as isize, nt as isize) as usize;
+            if hi > lo {
+                let s0 = (first + lo as isize * s) as usize;
+                if g.stride == 1 {
                     row[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
-                }
-            } else {
-                let s = g.stride as isize;
-                for (j, v) in row.iter_mut().enumerate() {
-                    let pos = first + j as isize * s;
-                    if pos >= 0 && pos < l_in {
-                        *v = src[pos as usize];
+                } else {
+                    let taken = src[s0..].iter().step_by(g.stride);
+                    for (v, &xv) in row[lo..hi].iter_mut().zip(taken) {
+                        *v = xv;
                     }
                 }
             }
@@ -179,35 +295,127 @@ fn im2col(xg: &[f32], cin: usize, g: &ConvGeom, t0: usize, nt: usize, col: &mut 
     }
 }
 
-/// Depthwise conv1d (groups == c_in == c_out); `w` is `[c, kernel]`.
-pub(crate) fn conv1d_depthwise(
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    g: &ConvGeom,
-) -> Vec<f32> {
+/// Convs whose output channels each read a single input channel (`c_in / groups == 1`:
+/// depthwise, channel multipliers, one-channel input), with every fusion but `in_scale`; `w` is
+/// `[c_out, 1, kernel]`. Output channels are cut into time tiles so that one-channel inputs with
+/// many output channels and long depthwise rows both spread over the threads.
+pub(crate) fn conv1d_single_input(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec<f32> {
+    debug_assert!(g.c_in == g.groups && f.in_scale.is_none());
     let l_out = g.l_out().expect("checked by the caller");
     let k = g.kernel;
+    let per_input = g.c_out / g.groups;
+    let tile = l_out.min(4096);
+    let n_tiles = l_out.div_ceil(tile);
+    let reach = g.dilation * (k - 1);
     let mut out = vec![0f32; g.batch * g.c_out * l_out];
-    out.par_chunks_mut(l_out).enumerate().for_each_init(
-        Vec::new,
-        |padded: &mut Vec<f32>, (row, o)| {
-            let c = row % g.c_out;
-            let src = &x[row * g.l_in..][..g.l_in];
-            padded.clear();
-            padded.resize(g.l_in + 2 * g.padding, 0.0);
-            padded[g.padding..g.padding + g.l_in].copy_from_slice(src);
-            o.fill(bias.map_or(0.0, |b| b[c]));
-            depthwise_row(o, padded, &w[c * k..][..k], g.stride, g.dilation);
-        },
-    );
+    let shared = SharedOut::new(&mut out);
+    (0..g.batch * g.c_out * n_tiles)
+        .into_par_iter()
+        .for_each_init(Scratch::default, |scratch, job| {
+            let row = job / n_tiles;
+            let t0 = (job % n_tiles) * tile;
+            let nt = tile.min(l_out - t0);
+            let (b, co) = (row / g.c_out, row % g.c_out);
+            let ci = co / per_input;
+            let src = &x[(b * g.c_in + ci) * g.l_in..][..g.l_in];
+            let first = (t0 * g.stride) as isize - g.padding as isize;
+            let len = (nt - 1) * g.stride + reach + 1;
+            fill_span(&mut scratch.a, src, g.l_in, 1, ci, first, len, f.pre, None);
+            // SAFETY: job (row, tile) alone writes these samples.
+            let o = unsafe { shared.row(row * l_out + t0, nt) };
+            o.fill(f.bias.map_or(0.0, |b| b[co]));
+            depthwise_row(o, &scratch.a, &w[co * k..][..k], g.stride, g.dilation);
+            if let Some(post) = f.post {
+                snake_in_place(o, post.alpha[co], post.inv[co]);
+            }
+            if let Some(res) = f.residual {
+                for (y, &r) in o.iter_mut().zip(&res[row * l_out + t0..][..nt]) {
+                    *y += r;
+                }
+            }
+        });
     out
 }
 
+/// The residual unit of depthwise-separable codecs, `x + pw(post(dw(pre(x))))`, one time tile
+/// at a time: the depthwise conv (stride 1, output as long as the input) fills a
+/// `[channels, tile]` block with both Snakes applied, and the pointwise gemm reads it from the
+/// cache and adds `x` in place.
+pub(crate) fn residual_dw_pw(
+    x: &[f32],
+    dw: (&[f32], Option<&[f32]>),
+    pw: (&[f32], Option<&[f32]>),
+    pre: Option<SnakeParams>,
+    post: Option<SnakeParams>,
+    g: &ConvGeom,
+) -> Vec<f32> {
+    let (c, l) = (g.c_in, g.l_in);
+    debug_assert!(g.groups == c && g.c_out == c && g.stride == 1 && g.l_out() == Some(l));
+    let k = g.kernel;
+    let tile = ((1usize << 16) / c.max(1)).clamp(256, 2048).min(l);
+    let n_tiles = l.div_ceil(tile);
+    let reach = g.dilation * (k - 1);
+    let mut out = vec![0f32; g.batch * c * l];
+    let shared = SharedOut::new(&mut out);
+    run_jobs(g.batch * n_tiles, c * c * tile, |job, scratch, threads| {
+        let b = job / n_tiles;
+        let t0 = (job % n_tiles) * tile;
+        let nt = tile.min(l - t0);
+        let xb = &x[b * c * l..][..c * l];
+        let mid = &mut scratch.b;
+        mid.clear();
+        mid.resize(c * nt, 0.0);
+        let first = t0 as isize - g.padding as isize;
+        let len = nt + reach;
+        for (ch, o) in mid.chunks_exact_mut(nt).enumerate() {
+            fill_span(
+                &mut scratch.a,
+                &xb[ch * l..][..l],
+                l,
+                1,
+                ch,
+                first,
+                len,
+                pre,
+                None,
+            );
+            o.fill(dw.1.map_or(0.0, |b| b[ch]));
+            depthwise_row(o, &scratch.a, &dw.0[ch * k..][..k], 1, g.dilation);
+            if let Some(p) = post {
+                snake_in_place(o, p.alpha[ch], p.inv[ch]);
+            }
+        }
+        let dst = b * c * l + t0;
+        let f = Fusion {
+            bias: pw.1,
+            residual: Some(x),
+            ..Default::default()
+        };
+        // SAFETY: job (b, tile) alone writes columns t0..t0+nt of batch b's rows.
+        unsafe {
+            init_rows(&shared, dst, c, nt, l, 0, &f);
+            shared.sgemm_into(
+                dst,
+                l,
+                c,
+                nt,
+                c,
+                MatRef::new(pw.0, c, 1),
+                MatRef::new(mid, nt, 1),
+                true,
+                threads,
+            );
+        }
+    });
+    out
+}
+
+/// `o[t] += sum_k w[k] * padded[t * stride + k * dilation]`.
 fn depthwise_row(o: &mut [f32], padded: &[f32], w: &[f32], stride: usize, dilation: usize) {
+    assert!(padded.len() > (o.len().max(1) - 1) * stride + (w.len().max(1) - 1) * dilation);
     #[cfg(target_arch = "x86_64")]
     if stride == 1 && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        // SAFETY: the CPU has AVX2 and FMA (checked just above); bounds asserted above.
         unsafe { depthwise_row_s1_avx2(o, padded, w, dilation) };
         return;
     }
@@ -215,53 +423,78 @@ fn depthwise_row(o: &mut [f32], padded: &[f32], w: &[f32], stride: usize, dilati
 }
 
 fn depthwise_row_generic(o: &mut [f32], padded: &[f32], w: &[f32], stride: usize, dilation: usize) {
-    for (kx, &wk) in w.iter().enumerate() {
-        let off = kx * dilation;
-        if stride == 1 {
-            let n = o.len();
-            for (y, &xv) in o.iter_mut().zip(&padded[off..off + n]) {
-                *y += wk * xv;
-            }
-        } else {
-            for (t, y) in o.iter_mut().enumerate() {
-                *y += wk * padded[off + t * stride];
-            }
+    for (t, y) in o.iter_mut().enumerate() {
+        let base = t * stride;
+        for (kx, &wk) in w.iter().enumerate() {
+            *y += wk * padded[base + kx * dilation];
         }
     }
 }
 
-/// The stride-1 loop compiled for AVX2/FMA, so the compiler vectorises it 8 wide.
+/// Sixteen outputs at a time held in two registers while the taps accumulate, so each output
+/// is loaded and stored once.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA, and `padded` must hold `o.len() + (w.len() - 1) * dilation`
+/// samples.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn depthwise_row_s1_avx2(o: &mut [f32], padded: &[f32], w: &[f32], dilation: usize) {
-    for (kx, &wk) in w.iter().enumerate() {
-        let off = kx * dilation;
-        let n = o.len();
-        for (y, &xv) in o.iter_mut().zip(&padded[off..off + n]) {
-            *y = wk.mul_add(xv, *y);
+unsafe fn depthwise_row_s1_avx2(o: &mut [f32], padded: &[f32], w: &[f32], dilation: usize) {
+    use std::arch::x86_64::*;
+    let n = o.len();
+    let mut t = 0;
+    // SAFETY: every access below is at most o.len() - 1 + (w.len() - 1) * dilation into
+    // `padded` (the caller's bound) and below o.len() into `o`.
+    unsafe {
+        while t + 16 <= n {
+            let mut a0 = _mm256_loadu_ps(o.as_ptr().add(t));
+            let mut a1 = _mm256_loadu_ps(o.as_ptr().add(t + 8));
+            for (kx, &wk) in w.iter().enumerate() {
+                let wv = _mm256_set1_ps(wk);
+                let p = padded.as_ptr().add(t + kx * dilation);
+                a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p), a0);
+                a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p.add(8)), a1);
+            }
+            _mm256_storeu_ps(o.as_mut_ptr().add(t), a0);
+            _mm256_storeu_ps(o.as_mut_ptr().add(t + 8), a1);
+            t += 16;
+        }
+    }
+    for (i, y) in o.iter_mut().enumerate().skip(t) {
+        for (kx, &wk) in w.iter().enumerate() {
+            *y = wk.mul_add(padded[i + kx * dilation], *y);
         }
     }
 }
 
-/// conv_transpose1d with one group; `wt` is the weight `[c_in, c_out, kernel]` transposed to
-/// `[c_out * kernel, c_in]`.
+/// conv_transpose1d with one group and an optional Snake on the input; `w` is
+/// `[c_in, c_out, kernel]` as torch stores it.
+///
+/// Per output tile, one gemm forms `col[j, (co, kx)] = sum_ci x[ci, j] w[ci, co, kx]` for the
+/// input frames `j` that reach the tile; frame j then adds its `kernel` contiguous values of each
+/// output channel at samples `j * stride + kx * dilation - padding` (overlap-add). Tiles cover
+/// disjoint output samples, so they run in parallel; frames near a tile edge are computed by
+/// both neighbours.
 pub(crate) fn conv_transpose1d_gemm(
     x: &[f32],
-    wt: &[f32],
+    w: &[f32],
     bias: Option<&[f32]>,
+    pre: Option<SnakeParams>,
     g: &ConvTrGeom,
 ) -> Vec<f32> {
     let l_out = g.l_out().expect("checked by the caller");
     let (s, d, p, k) = (g.stride, g.dilation, g.padding as isize, g.kernel);
     let rows = g.c_out * k;
-    // Input frames per tile so that the column block stays in cache.
-    let frames = (1usize << 16) / rows.max(1);
-    let tile = (frames.max(4) * s).clamp(64, 4096).min(l_out);
+    // Frames per tile: enough that packing the weights (gemm's rhs) costs little next to the
+    // product, few enough that the column block stays near the cache.
+    let frames = ((1usize << 17) / rows.max(1)).clamp(128, 2048);
+    let tile = (frames * s).min(l_out);
     let n_tiles = l_out.div_ceil(tile);
     let mut out = vec![0f32; g.batch * g.c_out * l_out];
     let shared = SharedOut::new(&mut out);
-    let work = rows * g.c_in * (tile / s + 2);
-    run_jobs(g.batch * n_tiles, work, |job, col, threads| {
+    let work = rows * g.c_in * frames;
+    let reach = ((k - 1) * d) as isize;
+    run_jobs(g.batch * n_tiles, work, |job, scratch, threads| {
         let b = job / n_tiles;
         let t0 = (job % n_tiles) * tile;
         let t1 = (t0 + tile).min(l_out);
@@ -271,7 +504,6 @@ pub(crate) fn conv_transpose1d_gemm(
             unsafe { shared.fill_rows(dst + t0, g.c_out, t1 - t0, l_out, bias) };
         }
         // Input frames j that reach this tile: t = j * s + kx * d - p for some kx.
-        let reach = ((k - 1) * d) as isize;
         let j0 = div_ceil_i(t0 as isize + p - reach, s as isize).max(0) as usize;
         let j1 =
             ((t1 as isize - 1 + p).div_euclid(s as isize) + 1).clamp(0, g.l_in as isize) as usize;
@@ -279,40 +511,54 @@ pub(crate) fn conv_transpose1d_gemm(
             return;
         }
         let nj = j1 - j0;
-        col.clear();
-        col.resize(rows * nj, 0.0);
         let xb = &x[b * g.c_in * g.l_in..][..g.c_in * g.l_in];
+        let lhs = match pre {
+            Some(pre) => {
+                let (span, first) = (&mut scratch.b, j0 as isize);
+                fill_span(span, xb, g.l_in, g.c_in, 0, first, nj, Some(pre), None);
+                MatRef::new(span, 1, nj)
+            }
+            None => MatRef::new(&xb[j0..], 1, g.l_in),
+        };
+        let col = &mut scratch.a;
+        col.clear();
+        col.resize(nj * rows, 0.0);
         let col_out = SharedOut::new(col);
         // SAFETY: `col` is this job's own scratch buffer.
         unsafe {
             col_out.sgemm_into(
                 0,
-                nj,
                 rows,
                 nj,
+                rows,
                 g.c_in,
-                MatRef::new(wt, g.c_in, 1),
-                MatRef::new(&xb[j0..], g.l_in, 1),
+                lhs,
+                MatRef::new(w, rows, 1),
                 false,
                 threads,
             )
         };
         for co in 0..g.c_out {
-            // SAFETY: row co of batch b, columns t0..t1 belong to this job only.
+            // SAFETY: row co of batch b, samples t0..t1 belong to this job only.
             let orow = unsafe { shared.row(dst + co * l_out + t0, t1 - t0) };
-            for kx in 0..k {
-                let crow = &col[(co * k + kx) * nj..][..nj];
-                let shift = (kx * d) as isize - p;
-                // j such that t0 <= j * s + shift < t1.
-                let lo = div_ceil_i(t0 as isize - shift, s as isize).max(j0 as isize);
-                let hi = (t1 as isize - 1 - shift)
-                    .div_euclid(s as isize)
-                    .min(j1 as isize - 1);
-                let mut j = lo;
-                while j <= hi {
-                    let t = (j * s as isize + shift) as usize - t0;
-                    orow[t] += crow[(j as usize) - j0];
-                    j += 1;
+            for j in j0..j1 {
+                let taps = &col[(j - j0) * rows + co * k..][..k];
+                let start = (j * s) as isize - p - t0 as isize;
+                if d == 1 {
+                    // Taps kx land on orow[start + kx]; keep those inside the tile.
+                    let lo = (-start).clamp(0, k as isize) as usize;
+                    let hi = (orow.len() as isize - start).clamp(lo as isize, k as isize) as usize;
+                    let o0 = (start + lo as isize) as usize;
+                    for (o, &v) in orow[o0..o0 + (hi - lo)].iter_mut().zip(&taps[lo..hi]) {
+                        *o += v;
+                    }
+                } else {
+                    for (kx, &v) in taps.iter().enumerate() {
+                        let t = start + (kx * d) as isize;
+                        if t >= 0 && (t as usize) < orow.len() {
+                            orow[t as usize] += v;
+                        }
+                    }
                 }
             }
         }
@@ -413,6 +659,7 @@ mod tests {
             (6, 6, 7, 27, 1, 9, 6, 90),
             (5, 5, 3, 0, 2, 2, 5, 40),
             (4, 8, 3, 1, 1, 1, 4, 33),
+            (1, 6, 7, 3, 1, 1, 1, 500),
         ];
         for (i, &(c_in, c_out, k, pad, stride, dil, groups, l_in)) in cases.iter().enumerate() {
             let g = ConvGeom {
@@ -430,12 +677,27 @@ mod tests {
             let w = pseudo(c_out * c_in / groups * k, 100 + i as u32);
             let bias = pseudo(c_out, 200 + i as u32);
             let want = naive_conv(&x, &w, Some(&bias), &g);
-            close(&conv1d_gemm(&x, &w, Some(&bias), &g), &want);
-            if c_in == groups && c_out == groups {
-                close(&conv1d_depthwise(&x, &w, Some(&bias), &g), &want);
+            let with_bias = Fusion {
+                bias: Some(&bias),
+                ..Default::default()
+            };
+            close(&conv1d_gemm(&x, &w, &with_bias, &g), &want);
+            if c_in == groups {
+                close(&conv1d_single_input(&x, &w, &with_bias, &g), &want);
             }
             let want = naive_conv(&x, &w, None, &g);
-            close(&conv1d_gemm(&x, &w, None, &g), &want);
+            close(&conv1d_gemm(&x, &w, &Fusion::default(), &g), &want);
+            // A residual is added last.
+            let res = pseudo(want.len(), 300 + i as u32);
+            let with_res = Fusion {
+                residual: Some(&res),
+                ..Default::default()
+            };
+            let want_res: Vec<f32> = want.iter().zip(&res).map(|(a, b)| a + b).collect();
+            close(&conv1d_gemm(&x, &w, &with_res, &g), &want_res);
+            if c_in == groups {
+                close(&conv1d_single_input(&x, &w, &with_res, &g), &want_res);
+            }
         }
     }
 
@@ -465,15 +727,8 @@ mod tests {
             let x = pseudo(2 * c_in * l_in, i as u32);
             let w = pseudo(c_in * c_out * k, 50 + i as u32);
             let bias = pseudo(c_out, 70 + i as u32);
-            // [c_in, c_out * k] -> [c_out * k, c_in]
-            let mut wt = vec![0f32; w.len()];
-            for ci in 0..c_in {
-                for r in 0..c_out * k {
-                    wt[r * c_in + ci] = w[ci * c_out * k + r];
-                }
-            }
             let want = naive_conv_tr(&x, &w, Some(&bias), &g);
-            close(&conv_transpose1d_gemm(&x, &wt, Some(&bias), &g), &want);
+            close(&conv_transpose1d_gemm(&x, &w, Some(&bias), None, &g), &want);
         }
     }
 }

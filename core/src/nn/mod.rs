@@ -3,12 +3,15 @@
 
 mod conv;
 mod conv_cpu;
+mod conv_ops;
 mod gemm;
 mod rng;
 mod snake;
+mod snake_cpu;
 
 pub use conv::{
     Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig, causal_padding, same_padding,
 };
+pub use conv_ops::residual_depthwise_separable;
 pub use rng::NormalRng;
 pub use snake::Snake1d;

@@ -3,13 +3,16 @@
 //!
 //! The expression is evaluated in the reference's order (`1 / (alpha + 1e-9)` first, then the
 //! product with the squared sine, then the sum) so that results agree to the last bits that f32
-//! `sin` allows. On the CPU it is one fused pass over the signal instead of six tensor ops.
+//! `sin` allows. On the CPU it is one fused, vectorised pass (see `snake_cpu`) instead of six
+//! tensor ops.
 
 use std::sync::Arc;
 
 use candle_core::{CpuStorage, DType, Layout, Module, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
+
+use super::snake_cpu::SnakeParams;
 
 /// Snake with per-channel `alpha` of shape `[1, channels, 1]`.
 #[derive(Debug, Clone)]
@@ -45,6 +48,14 @@ impl Snake1d {
 
     pub fn channels(&self) -> usize {
         self.alpha.dims()[1]
+    }
+
+    /// The per-channel parameters for the fused CPU kernels (`None` off the CPU or off f32).
+    pub(crate) fn cpu_params(&self) -> Option<SnakeParams<'_>> {
+        self.cpu.as_ref().map(|p| SnakeParams {
+            alpha: &p.0,
+            inv: &p.1,
+        })
     }
 }
 
@@ -97,17 +108,10 @@ impl candle_core::CustomOp1 for SnakeOp<'_> {
                 .enumerate()
                 .for_each(|(row, (o, x))| {
                     let ch = row % c;
-                    snake_row(o, x, self.alpha[ch], self.inv[ch]);
+                    super::snake_cpu::snake_row(o, x, self.alpha[ch], self.inv[ch]);
                 });
         }
         Ok((CpuStorage::F32(out), layout.shape().clone()))
-    }
-}
-
-fn snake_row(o: &mut [f32], x: &[f32], alpha: f32, inv: f32) {
-    for (y, &v) in o.iter_mut().zip(x) {
-        let s = (alpha * v).sin();
-        *y = v + inv * (s * s);
     }
 }
 

@@ -1,0 +1,321 @@
+//! Forward passes of the conv layers: the fused CPU kernels where they apply, candle's ops
+//! elsewhere.
+//!
+//! Each entry point states its result as a composition of plain layers (what the fallback
+//! computes); the CPU path computes the same thing in fewer passes over memory.
+
+use candle_core::{DType, Device, Layout, Module, Storage, Tensor};
+
+use super::Snake1d;
+use super::conv::{Conv1d, ConvTranspose1d};
+use super::conv_cpu::{self, ConvGeom, Fusion};
+use super::snake_cpu::SnakeParams;
+
+/// Whether `t` can go to the CPU kernels as it is.
+fn on_cpu(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+fn contiguous_f32<'a>(storage: &'a Storage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+    let Storage::Cpu(cpu) = storage else {
+        candle_core::bail!("the CPU kernels need CPU tensors");
+    };
+    let data = cpu.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("the CPU kernels need contiguous tensors"),
+    }
+}
+
+/// Run `f` on the data of a contiguous CPU f32 tensor.
+fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    Ok(f(contiguous_f32(&storage, layout)?))
+}
+
+/// Run `f` on the data of `t` and of `other` (which may be `t` itself).
+fn with_data2<R>(
+    t: &Tensor,
+    other: Option<&Tensor>,
+    f: impl FnOnce(&[f32], Option<&[f32]>) -> R,
+) -> candle_core::Result<R> {
+    match other {
+        None => with_data(t, |a| f(a, None)),
+        Some(o) if o.id() == t.id() => with_data(t, |a| f(a, Some(a))),
+        Some(o) => with_data(t, |a| with_data(o, |b| f(a, Some(b))))?,
+    }
+}
+
+fn cpu_tensor(data: Vec<f32>, dims: (usize, usize, usize)) -> candle_core::Result<Tensor> {
+    Tensor::from_vec(data, dims, &Device::Cpu)
+}
+
+/// The CPU parameters of optional Snakes, or `None` when one of them is not on the CPU.
+fn snake_params<'a>(snakes: &[Option<&'a Snake1d>]) -> Option<Vec<Option<SnakeParams<'a>>>> {
+    snakes
+        .iter()
+        .map(|s| match s {
+            None => Some(None),
+            Some(s) => s.cpu_params().map(Some),
+        })
+        .collect()
+}
+
+impl Conv1d {
+    fn check_input(&self, x: &Tensor) -> candle_core::Result<(ConvGeom, usize)> {
+        let (batch, c_in, l_in) = x.dims3()?;
+        if c_in != self.in_channels() {
+            candle_core::bail!(
+                "conv1d expects {} input channels, got {c_in}",
+                self.in_channels()
+            );
+        }
+        let geom = self.geom(batch, l_in);
+        let Some(l_out) = geom.l_out() else {
+            candle_core::bail!(
+                "conv1d input of {l_in} samples is too short for kernel {} with dilation {} and \
+                 padding {}",
+                self.kernel_size(),
+                self.cfg.dilation,
+                self.cfg.padding
+            );
+        };
+        Ok((geom, l_out))
+    }
+
+    /// candle's conv with bias: the fallback path.
+    fn candle_forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = x.conv1d(
+            &self.weight,
+            self.cfg.padding,
+            self.cfg.stride,
+            self.cfg.dilation,
+            self.cfg.groups,
+        )?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?.reshape((1, (), 1))?),
+            None => Ok(y),
+        }
+    }
+
+    /// `post(conv(pre(x))) + residual`, `residual` of the output's shape. On the CPU, `pre` and
+    /// the residual ride along every kernel and `post` along the single-input-channel
+    /// (depthwise) kernel; whatever is left is applied as separate layers.
+    pub fn forward_fused(
+        &self,
+        x: &Tensor,
+        pre: Option<&Snake1d>,
+        post: Option<&Snake1d>,
+        residual: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let (geom, l_out) = self.check_input(x)?;
+        let out_dims = (geom.batch, geom.c_out, l_out);
+        if let Some(r) = residual
+            && r.dims() != [out_dims.0, out_dims.1, out_dims.2]
+        {
+            candle_core::bail!(
+                "conv1d residual of shape {:?} for an output of shape {out_dims:?}",
+                r.dims()
+            );
+        }
+        let single_input = geom.c_in == geom.groups;
+        if let (Some(cpu), Some(snakes)) = (&self.cpu, snake_params(&[pre, post]))
+            && on_cpu(x)
+            && residual.is_none_or(on_cpu)
+        {
+            let x = x.contiguous()?;
+            let residual = residual.map(|r| r.contiguous()).transpose()?;
+            // The gemm kernel has no `post`: then the residual waits for it.
+            let fuse_post = single_input;
+            let fused_residual = if fuse_post || post.is_none() {
+                residual.as_ref()
+            } else {
+                None
+            };
+            let out = with_data2(&x, fused_residual, |xs, rs| {
+                let f = Fusion {
+                    bias: cpu.bias.as_deref(),
+                    pre: snakes[0],
+                    post: if fuse_post { snakes[1] } else { None },
+                    residual: rs,
+                    in_scale: None,
+                };
+                if single_input {
+                    conv_cpu::conv1d_single_input(xs, &cpu.w, &f, &geom)
+                } else {
+                    conv_cpu::conv1d_gemm(xs, &cpu.w, &f, &geom)
+                }
+            })?;
+            let y = cpu_tensor(out, out_dims)?;
+            if fuse_post || post.is_none() {
+                return Ok(y);
+            }
+            let y = post.map_or(Ok(y.clone()), |s| s.forward(&y))?;
+            return match residual {
+                Some(r) => y + r,
+                None => Ok(y),
+            };
+        }
+        let x = pre.map_or(Ok(x.clone()), |s| s.forward(x))?;
+        let y = self.candle_forward(&x)?;
+        let y = post.map_or(Ok(y.clone()), |s| s.forward(&y))?;
+        match residual {
+            Some(r) => y + r,
+            None => Ok(y),
+        }
+    }
+
+    /// `residual + conv(x)`, the sum formed in place on the CPU.
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_fused(x, None, None, Some(residual))
+    }
+
+    /// `residual + conv(x * scale)` with `scale` of shape `[batch, 1, time]` (one factor per
+    /// time step, shared by the channels, as a noise injection draws it). On the CPU the scaled
+    /// input exists only tile by tile.
+    pub fn forward_scaled_add(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        residual: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let (geom, l_out) = self.check_input(x)?;
+        if scale.dims() != [geom.batch, 1, geom.l_in] {
+            candle_core::bail!(
+                "conv1d input scale of shape {:?} for an input of shape {:?}",
+                scale.dims(),
+                x.dims()
+            );
+        }
+        let out_dims = (geom.batch, geom.c_out, l_out);
+        if residual.dims() != [out_dims.0, out_dims.1, out_dims.2] {
+            candle_core::bail!(
+                "conv1d residual of shape {:?} for an output of shape {out_dims:?}",
+                residual.dims()
+            );
+        }
+        if let Some(cpu) = &self.cpu
+            && geom.c_in != geom.groups
+            && on_cpu(x)
+            && on_cpu(scale)
+            && on_cpu(residual)
+        {
+            let x = x.contiguous()?;
+            let residual = residual.contiguous()?;
+            let scale = scale.contiguous()?;
+            let out = with_data2(&x, Some(&residual), |xs, rs| {
+                with_data(&scale, |ss| {
+                    let f = Fusion {
+                        bias: cpu.bias.as_deref(),
+                        residual: rs,
+                        in_scale: Some(ss),
+                        ..Default::default()
+                    };
+                    conv_cpu::conv1d_gemm(xs, &cpu.w, &f, &geom)
+                })
+            })??;
+            return cpu_tensor(out, out_dims);
+        }
+        self.forward_add(&x.broadcast_mul(scale)?, residual)
+    }
+}
+
+impl Module for Conv1d {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_fused(x, None, None, None)
+    }
+}
+
+/// `x + pointwise(mid(depthwise(pre(x))))`, the residual unit of depthwise-separable codecs
+/// (SNAC). On the CPU it runs tile by tile: the depthwise output of a tile stays in cache and
+/// goes straight into the pointwise gemm, which adds `x` in place, so the unit reads and writes
+/// the signal once. `depthwise` must keep the length (stride 1, "same" padding) and both convs
+/// the channel count; otherwise, and off the CPU, the layers run one by one.
+pub fn residual_depthwise_separable(
+    x: &Tensor,
+    pre: Option<&Snake1d>,
+    depthwise: &Conv1d,
+    mid: Option<&Snake1d>,
+    pointwise: &Conv1d,
+) -> candle_core::Result<Tensor> {
+    let (geom, l_out) = depthwise.check_input(x)?;
+    let c = geom.c_in;
+    let pw = pointwise.config();
+    let shape_fits = geom.groups == c
+        && geom.c_out == c
+        && geom.stride == 1
+        && l_out == geom.l_in
+        && pointwise.in_channels() == c
+        && pointwise.out_channels() == c
+        && pointwise.kernel_size() == 1
+        && pw.stride == 1
+        && pw.padding == 0
+        && pw.groups == 1;
+    if let (true, Some(dw_cpu), Some(pw_cpu), Some(snakes)) = (
+        shape_fits,
+        &depthwise.cpu,
+        &pointwise.cpu,
+        snake_params(&[pre, mid]),
+    ) && on_cpu(x)
+    {
+        let x = x.contiguous()?;
+        let out = with_data(&x, |xs| {
+            conv_cpu::residual_dw_pw(
+                xs,
+                (&dw_cpu.w, dw_cpu.bias.as_deref()),
+                (&pw_cpu.w, pw_cpu.bias.as_deref()),
+                snakes[0],
+                snakes[1],
+                &geom,
+            )
+        })?;
+        return cpu_tensor(out, (geom.batch, c, geom.l_in));
+    }
+    let y = depthwise.forward_fused(x, pre, mid, None)?;
+    pointwise.forward_add(&y, x)
+}
+
+impl ConvTranspose1d {
+    /// `conv_transpose(pre(x))`; on the CPU the activated input exists only tile by tile.
+    pub fn forward_fused(&self, x: &Tensor, pre: Option<&Snake1d>) -> candle_core::Result<Tensor> {
+        let (batch, c_in, l_in) = x.dims3()?;
+        if c_in != self.in_channels() {
+            candle_core::bail!(
+                "conv_transpose1d expects {} input channels, got {c_in}",
+                self.in_channels()
+            );
+        }
+        let geom = self.geom(batch, l_in);
+        let Some(l_out) = geom.l_out() else {
+            candle_core::bail!("conv_transpose1d input of {l_in} frames leaves no output");
+        };
+        if let (Some(cpu), Some(snakes)) = (&self.cpu, snake_params(&[pre]))
+            && on_cpu(x)
+        {
+            let x = x.contiguous()?;
+            let out = with_data(&x, |xs| {
+                conv_cpu::conv_transpose1d_gemm(xs, &cpu.w, cpu.bias.as_deref(), snakes[0], &geom)
+            })?;
+            return cpu_tensor(out, (batch, geom.c_out, l_out));
+        }
+        let x = pre.map_or(Ok(x.clone()), |s| s.forward(x))?;
+        let y = x.conv_transpose1d(
+            &self.weight,
+            self.cfg.padding,
+            self.cfg.output_padding,
+            self.cfg.stride,
+            self.cfg.dilation,
+            self.cfg.groups,
+        )?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?.reshape((1, (), 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
+impl Module for ConvTranspose1d {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_fused(x, None)
+    }
+}
