@@ -43,12 +43,14 @@ impl ResidualUnit {
 }
 
 impl Module for ResidualUnit {
+    /// Two passes over the signal: each snake rides along the conv that reads it, and the skip
+    /// is added in place by the second conv.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.snake1.forward(x)?;
-        let y = self.conv1.forward(&y)?;
-        let y = self.snake2.forward(&y)?;
-        let y = self.conv2.forward(&y)?;
+        let y = self
+            .conv1
+            .forward_fused(x, Some(&self.snake1), None, None)?;
         // The reference crops x when y is shorter; with "same" padding of an odd kernel it never is.
-        x + y
+        self.conv2
+            .forward_fused(&y, Some(&self.snake2), None, Some(x))
     }
 }

@@ -38,7 +38,7 @@ impl DecoderBlock {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mut x = self.up.forward(&self.snake.forward(x)?)?;
+        let mut x = self.up.forward_fused(x, Some(&self.snake))?;
         for unit in &self.units {
             x = unit.forward(&x)?;
         }
@@ -86,6 +86,8 @@ impl Decoder {
         for block in &self.blocks {
             x = block.forward(&x)?;
         }
-        self.conv2.forward(&self.snake.forward(&x)?)?.tanh()
+        self.conv2
+            .forward_fused(&x, Some(&self.snake), None, None)?
+            .tanh()
     }
 }

@@ -40,7 +40,7 @@ impl EncoderBlock {
         for unit in &self.units {
             x = unit.forward(&x)?;
         }
-        self.down.forward(&self.snake.forward(&x)?)
+        self.down.forward_fused(&x, Some(&self.snake), None, None)
     }
 }
 
@@ -81,6 +81,6 @@ impl Encoder {
         for block in &self.blocks {
             x = block.forward(&x)?;
         }
-        self.conv2.forward(&self.snake.forward(&x)?)
+        self.conv2.forward_fused(&x, Some(&self.snake), None, None)
     }
 }
