@@ -181,6 +181,7 @@ fn chunked_errors_are_clear() {
     let mut dec = ChunkedDecoder::new(&model, &p).unwrap();
     let codes = Tensor::zeros((4, 3), candle_core::DType::U32, &candle_core::Device::Cpu).unwrap();
     assert!(dec.push(&codes).unwrap().is_none());
+    assert!(dec.push(&codes.narrow(1, 0, 0).unwrap()).unwrap().is_none());
     let e = dec
         .push(&codes.narrow(0, 0, 2).unwrap())
         .unwrap_err()
@@ -226,4 +227,89 @@ fn signals_ending_on_a_window_boundary() {
             }
         }
     }
+}
+
+/// Peak memory of a long encode -> decode pipeline through the chunked coders, for the docs:
+/// run once with 1 and once with 60 minutes (separate processes) and compare the peaks.
+/// `TESSERA_DAC_RSS_MINUTES=60 cargo test --release -p tessera-codec --test dac_chunked -- --ignored --nocapture`;
+/// `TESSERA_DAC_RSS_MODEL=DIR` runs another checkpoint (e.g. a full-size one) instead of tiny_odd.
+#[test]
+#[ignore = "a measurement (minutes of audio); see the doc comment"]
+fn peak_rss_of_a_long_pipeline() {
+    let minutes: f64 = std::env::var("TESSERA_DAC_RSS_MINUTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    let model = match std::env::var("TESSERA_DAC_RSS_MODEL") {
+        Ok(dir) => Dac::load(dir, &candle_core::Device::Cpu).unwrap(),
+        Err(_) => load_model("tiny_odd"),
+    };
+    let sr = model.config().sampling_rate as usize;
+    let total = (minutes * 60.0 * sr as f64) as usize;
+    let p = ChunkPolicy::default();
+    let mut enc = ChunkedEncoder::new(&model, None, &p).unwrap();
+    let mut dec = ChunkedDecoder::new(&model, &p).unwrap();
+    let (mut samples_out, mut at) = (0usize, 0usize);
+    let mut step = |codes: Option<Tensor>, dec: &mut ChunkedDecoder| {
+        if let Some(c) = codes
+            && let Some(a) = dec.push(&c).unwrap()
+        {
+            samples_out += a.dims()[1];
+        }
+    };
+    while at < total {
+        // One second at a time, generated on the fly: the input is never held whole.
+        let n = sr.min(total - at);
+        let piece: Vec<f32> = signal(n, sr as u32, at as u64)
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let codes = enc.push(&piece).unwrap();
+        step(codes, &mut dec);
+        at += n;
+    }
+    let frames = enc.frames_done();
+    let last = enc.finish().unwrap();
+    step(last, &mut dec);
+    let tail = dec.finish().unwrap().map_or(0, |a| a.dims()[1]);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let peak = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: unknown");
+    eprintln!(
+        "{minutes} min at {sr} Hz: {} frames, {} samples decoded; peak RSS {peak}",
+        frames.max(1),
+        samples_out + tail
+    );
+    assert_eq!(
+        samples_out + tail,
+        model
+            .config()
+            .decoded_len(total.div_ceil(model.config().hop_length()))
+    );
+}
+
+/// Long inputs to `encode`/`decode` take the chunked path on their own; a window longer than the
+/// signal is one whole-signal pass, so the two must agree exactly.
+#[test]
+fn long_inputs_are_chunked_transparently() {
+    use tessera_codec::dac::AUTO_CHUNK_FRAMES;
+    let model = load_model("tiny_custom");
+    let frames = AUTO_CHUNK_FRAMES + 300;
+    let audio = signal(frames * model.config().hop_length() - 2, 6000, 9);
+    let batch = Tensor::cat(&[&audio, &audio.affine(0.5, 0.0).unwrap()], 0).unwrap();
+    let one_pass = policy(frames + 10, None);
+    let auto = model.encode(&batch, Some(3)).unwrap();
+    assert_eq!(auto.dims(), [2, 3, frames]);
+    let whole = model.encode_chunked(&batch, Some(3), &one_pass).unwrap();
+    assert_eq!(count_code_diffs(&auto, &whole), 0);
+    let auto_audio = model.decode(&auto).unwrap();
+    let whole_audio = model.decode_chunked(&auto, &one_pass).unwrap();
+    assert_eq!(
+        auto_audio.dims(),
+        [2, 1, model.config().decoded_len(frames)]
+    );
+    assert_eq!(max_abs_diff(&auto_audio, &whole_audio), 0.0);
 }

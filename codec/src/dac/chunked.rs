@@ -39,8 +39,8 @@ pub struct ChunkPolicy {
 }
 
 impl Default for ChunkPolicy {
-    /// 256 frames (about 5 s at 16 kHz, 3 s at 44.1 kHz) with exact margins: the margins then
-    /// add about 8% work to encoding.
+    /// 256 frames (about 5 s at 16 kHz, 3 s at 44.1 kHz) with exact margins, which add about 6%
+    /// work to encoding and 8% to decoding for the real configs.
     fn default() -> Self {
         ChunkPolicy {
             window_frames: 256,
@@ -242,6 +242,10 @@ impl<'a> ChunkedDecoder<'a> {
                 )));
             }
         };
+        if codes.dims()[1] == 0 && codes.dtype() == DType::U32 {
+            // Nothing new, as an empty push of samples to the encoder.
+            return Ok(None);
+        }
         check_levels(self.model, &[codes.unsqueeze(0)?])?;
         // Check everything before touching the state, so that a refused push changes nothing.
         if let Some(buf) = &self.buf
@@ -288,7 +292,11 @@ impl<'a> ChunkedDecoder<'a> {
         };
         let buf = self.buf.as_ref().expect("codes were pushed");
         let codes = buf.narrow(1, start_frame - self.buf_start, win_end - start_frame)?;
-        let audio = self.model.decode(&codes.unsqueeze(0)?)?.squeeze(0)?;
+        let audio = self
+            .model
+            .decode_whole(&codes.unsqueeze(0)?)
+            .map_err(one_line)?
+            .squeeze(0)?;
         let from = (self.next_frame - start_frame) * hop;
         let want = (end_frame - start_frame) * hop;
         let have = audio.dims()[1];

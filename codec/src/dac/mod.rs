@@ -39,6 +39,11 @@ use crate::codec::{
 use decoder::Decoder;
 use encoder::Encoder;
 
+/// Longer inputs are encoded and decoded window by window ([`ChunkPolicy::default`]). The
+/// results are identical either way (see [`ChunkPolicy`]); whole-signal activations would grow
+/// with the input (64 channels at the sample rate: 15 GB for an hour at 16 kHz).
+pub const AUTO_CHUNK_FRAMES: usize = 1024;
+
 /// A loaded DAC model.
 #[derive(Debug, Clone)]
 pub struct Dac {
@@ -132,16 +137,21 @@ impl Dac {
 
     /// Audio `[B, 1, T]` at the model's rate -> codes `[B, n_q, ceil(T / hop)]` u32 from the first
     /// `n_q` codebooks (all when `None`). The audio is zero-padded to a multiple of the hop.
+    /// Inputs longer than [`AUTO_CHUNK_FRAMES`] frames go through [`Dac::encode_chunked`] with
+    /// exact margins: the same codes, in memory that does not grow with the input.
     pub fn encode(&self, audio: &Tensor, n_q: Option<usize>) -> Result<Tensor> {
         self.encode_inner(audio, n_q).map_err(one_line)
     }
 
     fn encode_inner(&self, audio: &Tensor, n_q: Option<usize>) -> Result<Tensor> {
-        let n_q = self.check_n_q(n_q)?;
+        let depth = self.check_n_q(n_q)?;
         let (_, t) = check_audio(self, audio)?;
+        if t > AUTO_CHUNK_FRAMES * self.config.hop_length() {
+            return self.encode_chunked(audio, n_q, &ChunkPolicy::default());
+        }
         let x = audio.to_dtype(DType::F32)?.to_device(&self.device)?;
         let x = x.pad_with_zeros(2, 0, self.config.padded_len(t) - t)?;
-        self.encode_padded(&x, n_q)
+        self.encode_padded(&x, depth)
     }
 
     /// The model's encode on audio whose length is already a multiple of the hop.
@@ -163,13 +173,22 @@ impl Dac {
     }
 
     /// Codes `[B, n, F]` u32 (the first `n` codebooks) -> audio `[B, 1, decoded_len(F)]`, as
-    /// `DacModel.decode(audio_codes=...)` computes it.
+    /// `DacModel.decode(audio_codes=...)` computes it. More than [`AUTO_CHUNK_FRAMES`] frames are
+    /// decoded window by window with exact margins (the same samples, bounded memory).
     pub fn decode(&self, codes: &Tensor) -> Result<Tensor> {
         self.decode_inner(codes).map_err(one_line)
     }
 
     fn decode_inner(&self, codes: &Tensor) -> Result<Tensor> {
         check_levels(self, std::slice::from_ref(codes))?;
+        if codes.dims()[2] > AUTO_CHUNK_FRAMES {
+            return self.decode_chunked(codes, &ChunkPolicy::default());
+        }
+        self.decode_whole(codes)
+    }
+
+    /// The model's decode in one pass, on checked codes.
+    pub(crate) fn decode_whole(&self, codes: &Tensor) -> Result<Tensor> {
         let z = self.quantizer.decode(&codes.to_device(&self.device)?)?;
         Ok(self.decoder.forward(&z)?)
     }
