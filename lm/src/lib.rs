@@ -9,6 +9,7 @@ pub mod attention;
 pub mod block;
 pub mod config;
 pub mod generate;
+mod kernels;
 pub mod kv_cache;
 pub mod mlp;
 pub mod model;
