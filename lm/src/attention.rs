@@ -7,12 +7,13 @@
 //! computed in f32 whatever the weight dtype.
 
 use candle_core::{D, DType, Device, Tensor};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 
 use crate::config::AttentionConfig;
 use crate::kernels::attention::FusedAttention;
 use crate::kernels::rope::RopeHeads;
 use crate::kv_cache::{KeyMask, LayerCache};
+use crate::linear::Linear;
 use crate::norm::RmsNorm;
 use crate::rope::RopeTables;
 
@@ -39,13 +40,7 @@ impl Attention {
         norm_offset: f64,
     ) -> candle_core::Result<Self> {
         let (h, kv) = (cfg.num_heads, cfg.num_kv_heads);
-        let linear = |inp, out, bias, name: &str| {
-            if bias {
-                candle_nn::linear(inp, out, vb.pp(name))
-            } else {
-                candle_nn::linear_no_bias(inp, out, vb.pp(name))
-            }
-        };
+        let linear = |inp, out, bias, name: &str| crate::linear::load(inp, out, bias, vb.pp(name));
         let norm = |name: &str| -> candle_core::Result<Option<RmsNorm>> {
             if cfg.qk_norm {
                 RmsNorm::load(vb.pp(name), cfg.head_dim, eps, norm_offset).map(Some)
@@ -75,7 +70,7 @@ impl Attention {
             linear(hidden, kv * cfg.v_head_dim, cfg.qkv_bias, "v_proj")?,
         ];
         Ok(Attention {
-            qkv_proj: concat_linear(&parts)?,
+            qkv_proj: Linear::concat(&parts)?,
             o_proj: linear(h * cfg.v_head_dim, hidden, cfg.o_bias, "o_proj")?,
             q_norm: norm("q_norm")?,
             k_norm: norm("k_norm")?,
@@ -274,27 +269,4 @@ fn additive_mask(
         }
     }
     Tensor::from_vec(m, (len, keys), device).map(Some)
-}
-
-/// One linear layer computing several side by side: weights (and biases) stacked by rows.
-pub(crate) fn concat_linear(parts: &[Linear]) -> candle_core::Result<Linear> {
-    let weights: Vec<&Tensor> = parts.iter().map(|l| l.weight()).collect();
-    let weight = Tensor::cat(&weights, 0)?;
-    let bias = if parts.iter().all(|l| l.bias().is_some()) {
-        let biases: Vec<&Tensor> = parts.iter().filter_map(|l| l.bias()).collect();
-        Some(Tensor::cat(&biases, 0)?)
-    } else if parts.iter().any(|l| l.bias().is_some()) {
-        // Only some parts have a bias: the others add zeros.
-        let biases = parts
-            .iter()
-            .map(|l| match l.bias() {
-                Some(b) => Ok(b.clone()),
-                None => Tensor::zeros(l.weight().dim(0)?, l.weight().dtype(), l.weight().device()),
-            })
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        Some(Tensor::cat(&biases, 0)?)
-    } else {
-        None
-    };
-    Ok(Linear::new(weight, bias))
 }

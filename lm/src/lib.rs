@@ -11,6 +11,7 @@ pub mod config;
 pub mod generate;
 mod kernels;
 pub mod kv_cache;
+pub mod linear;
 pub mod mlp;
 pub mod model;
 pub mod mtp;

@@ -1,11 +1,11 @@
 //! The gated MLP: `down(act(gate(x)) * up(x))` (SwiGLU or GeGLU).
 
 use candle_core::{DType, Tensor};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 
-use crate::attention::concat_linear;
 use crate::config::{Activation, DecoderConfig};
 use crate::kernels::swiglu::SwiGlu;
+use crate::linear::Linear;
 
 #[derive(Debug, Clone)]
 pub struct Mlp {
@@ -19,15 +19,10 @@ pub struct Mlp {
 impl Mlp {
     pub fn load(vb: VarBuilder, cfg: &DecoderConfig) -> candle_core::Result<Self> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-        let linear = |inp, out, name: &str| {
-            if cfg.mlp_bias {
-                candle_nn::linear(inp, out, vb.pp(name))
-            } else {
-                candle_nn::linear_no_bias(inp, out, vb.pp(name))
-            }
-        };
+        let linear =
+            |inp, out, name: &str| crate::linear::load(inp, out, cfg.mlp_bias, vb.pp(name));
         Ok(Mlp {
-            gate_up: concat_linear(&[linear(h, i, "gate_proj")?, linear(h, i, "up_proj")?])?,
+            gate_up: Linear::concat(&[linear(h, i, "gate_proj")?, linear(h, i, "up_proj")?])?,
             intermediate: i,
             down: linear(i, h, "down_proj")?,
             activation: cfg.activation,

@@ -3,7 +3,7 @@
 
 pub mod attention;
 pub mod exp;
-mod gemm;
+pub(crate) mod gemm;
 pub mod rope;
 pub mod swiglu;
 
