@@ -54,15 +54,16 @@ def time_torch(model, attn, prompt, new):
     model.config._attn_implementation = attn
     with torch.no_grad():
         cache = DynamicCache(config=model.config)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         logits = model(prompt, past_key_values=cache, logits_to_keep=1).logits
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         tok = logits[:, -1].argmax(-1, keepdim=True)
         for _ in range(new - 1):
             logits = model(tok, past_key_values=cache).logits
             tok = logits[:, -1].argmax(-1, keepdim=True)
-        t2 = time.perf_counter()
-    return {"prefill_tok_s": prompt.shape[1] / (t1 - t0), "decode_tok_s": (new - 1) / (t2 - t1)}
+        t2, c2 = time.perf_counter(), time.process_time()
+    return {"prefill_tok_s": prompt.shape[1] / (t1 - t0), "decode_tok_s": (new - 1) / (t2 - t1),
+            "prefill_cpu_s": c1 - c0, "decode_cpu_s": c2 - c1}
 
 
 def rust_binary(build):
@@ -111,19 +112,32 @@ def main():
         row["loadavg"] = os.getloadavg()[0]
         rounds.append(row)
         print(json.dumps({"round": r, **{k: v if k == "loadavg" else
-                                         {m: round(v[m], 1) for m in ("prefill_tok_s", "decode_tok_s")}
+                                         {m: round(v[m], 3) for m in ("prefill_tok_s", "decode_tok_s",
+                                                                      "prefill_cpu_s", "decode_cpu_s")}
                                          for k, v in row.items()}}), flush=True)
 
+    # Speeds per CPU second as well: on a loaded machine a single-threaded run's CPU time is the
+    # work it did, whatever share of the cores it got (with several threads it also counts time
+    # spent spinning at barriers).
+    for row in rounds:
+        for name, r in row.items():
+            if name != "loadavg":
+                r["prefill_cpu_tok_s"] = args.prompt / max(r["prefill_cpu_s"], 1e-3)
+                r["decode_cpu_tok_s"] = (args.new - 1) / max(r["decode_cpu_s"], 1e-3)
     impls = RUST_IMPLS + [f"transformers-{a}" for a in TORCH_IMPLS]
-    print(f"\n{'impl':<22}{'prefill tok/s':>15}{'decode tok/s':>15}"
-          f"{'tessera/impl prefill':>22}{'decode':>9}")
+    metrics = [("prefill_tok_s", "prefill"), ("decode_tok_s", "decode"),
+               ("prefill_cpu_tok_s", "prefill/cpu-s"), ("decode_cpu_tok_s", "decode/cpu-s")]
+    print("\nmedian tokens/s over rounds (best round in brackets), and the median over rounds of "
+          "tessera's speed / the implementation's (> 1: tessera faster)")
+    print(f"{'impl':<20}" + "".join(f"{label:>22}" for _, label in metrics))
     for name in impls:
-        med = {m: statistics.median(row[name][m] for row in rounds)
-               for m in ("prefill_tok_s", "decode_tok_s")}
-        ratio = {m: statistics.median(row["tessera"][m] / row[name][m] for row in rounds)
-                 for m in ("prefill_tok_s", "decode_tok_s")}
-        print(f"{name:<22}{med['prefill_tok_s']:>15.1f}{med['decode_tok_s']:>15.1f}"
-              f"{ratio['prefill_tok_s']:>22.2f}{ratio['decode_tok_s']:>9.2f}")
+        cells = []
+        for m, _ in metrics:
+            med = statistics.median(row[name][m] for row in rounds)
+            best = max(row[name][m] for row in rounds)
+            ratio = statistics.median(row["tessera"][m] / row[name][m] for row in rounds)
+            cells.append(f"{med:8.1f} [{best:6.1f}] {ratio:4.2f}x")
+        print(f"{name:<20}" + "".join(f"{c:>22}" for c in cells))
     loads = [row["loadavg"] for row in rounds]
     print(f"\nload average during the rounds: {min(loads):.1f}-{max(loads):.1f}")
 
