@@ -279,6 +279,12 @@ fn layers<M: Measurement>(c: &mut Criterion<M>) {
             })
         });
     }
+    // The gemm peak that the conv layers are measured against.
+    let a = randn(&[1024, 1024], 1.0, 11);
+    let b = randn(&[1024, 1024], 1.0, 12);
+    group.bench_function("matmul_1024/candle", |bench| {
+        bench.iter(|| a.matmul(&b).unwrap())
+    });
     group.finish();
 }
 

@@ -7,5 +7,11 @@ pub mod audio;
 pub mod codec;
 pub mod dac;
 pub mod dsp;
+pub mod encodec;
+pub mod mimi;
 pub mod registry;
+pub mod seanet;
 pub mod snac;
+
+mod hf_config;
+mod shared_store;

@@ -13,6 +13,8 @@ use tessera_core::{Checkpoint, Error, Result, hub};
 
 use crate::codec::{AudioCodec, LevelSpec};
 use crate::dac::{Dac, DacConfig};
+use crate::encodec::{Encodec, EncodecConfig};
+use crate::mimi::{Mimi, MimiConfig};
 use crate::snac::{Snac, SnacConfig};
 
 /// A codec family: one implementation, several checkpoints.
@@ -20,6 +22,8 @@ use crate::snac::{Snac, SnacConfig};
 pub enum Family {
     Snac,
     Dac,
+    Encodec,
+    Mimi,
 }
 
 impl Family {
@@ -27,12 +31,20 @@ impl Family {
         match self {
             Family::Snac => "snac",
             Family::Dac => "dac",
+            Family::Encodec => "encodec",
+            Family::Mimi => "mimi",
         }
     }
 
     /// The family whose `config.json` this is, if any.
     pub fn detect(config: &Value) -> Option<Family> {
         let has = |k: &str| config.get(k).is_some();
+        // transformers configs name their model; SNAC's are bare keyword arguments.
+        match config.get("model_type").and_then(Value::as_str) {
+            Some("encodec") => return Some(Family::Encodec),
+            Some("mimi") => return Some(Family::Mimi),
+            _ => {}
+        }
         if has("encoder_rates") && has("vq_strides") {
             return Some(Family::Snac);
         }
@@ -53,6 +65,8 @@ impl Family {
         match self {
             Family::Snac => Ok(Box::new(Snac::from_checkpoint(ckpt, id, device)?)),
             Family::Dac => Ok(Box::new(Dac::from_checkpoint(ckpt, id, device)?)),
+            Family::Encodec => Ok(Box::new(Encodec::from_checkpoint(ckpt, id, device)?)),
+            Family::Mimi => Ok(Box::new(Mimi::from_checkpoint(ckpt, id, device)?)),
         }
     }
 }
@@ -133,6 +147,20 @@ const ENTRIES: &[CodecEntry] = &[
         repo: "descript/dac_44khz",
         description: "DAC 44.1 kHz, 9 codebooks at 86 Hz, 7.75 kbps",
     },
+    CodecEntry {
+        id: "mimi",
+        family: Family::Mimi,
+        repo: "kyutai/mimi",
+        description: "Mimi 24 kHz speech codec (Moshi), 12.5 Hz, 1 semantic + 31 acoustic \
+                      codebooks, streaming; 8 codebooks (1.1 kbps) by default",
+    },
+    CodecEntry {
+        id: "encodec_24khz",
+        family: Family::Encodec,
+        repo: "facebook/encodec_24khz",
+        description: "EnCodec 24 kHz general audio codec, 75 Hz, 1.5/3/6/12/24 kbps (2-32 \
+                      codebooks), streaming; 1.5 kbps by default",
+    },
 ];
 
 /// Every registered checkpoint, in display order.
@@ -165,7 +193,39 @@ impl CodecEntry {
                 };
                 dac_facts(&cfg)
             }
+            Family::Encodec => {
+                let cfg = EncodecConfig::encodec_24khz();
+                single_level(
+                    cfg.sampling_rate,
+                    cfg.audio_channels,
+                    LevelSpec {
+                        n_q: cfg.num_quantizers(),
+                        codebook_size: cfg.codebook_size as u32,
+                        frame_rate: cfg.sampling_rate as f64 / cfg.hop_length() as f64,
+                    },
+                )
+            }
+            Family::Mimi => {
+                let cfg = MimiConfig::mimi();
+                single_level(
+                    cfg.sampling_rate,
+                    cfg.audio_channels,
+                    LevelSpec {
+                        n_q: cfg.num_quantizers,
+                        codebook_size: cfg.codebook_size as u32,
+                        frame_rate: cfg.code_frame_rate(),
+                    },
+                )
+            }
         }
+    }
+}
+
+fn single_level(sample_rate: u32, channels: usize, level: LevelSpec) -> CodecFacts {
+    CodecFacts {
+        sample_rate,
+        channels,
+        levels: vec![level],
     }
 }
 
@@ -242,7 +302,8 @@ pub fn load_dir(dir: &Path, device: &Device) -> Result<Box<dyn AudioCodec>> {
     let family = Family::detect(&config).ok_or_else(|| {
         Error::file(
             &ckpt.config,
-            "not the config of a codec tessera knows (SNAC, DAC); is this the right directory?",
+            "not the config of a codec tessera knows (SNAC, DAC, EnCodec, Mimi); is this the \
+             right directory?",
         )
     })?;
     family.load(&ckpt, &dir_id(dir), device)
@@ -299,6 +360,16 @@ mod tests {
             assert_eq!(f.levels[0].n_q, n_q, "{id}");
             assert!((f.bitrate(None) - kbps * 1000.0).abs() < 1e-6, "{id}");
         }
+        let f = find("mimi").unwrap().facts();
+        assert_eq!((f.sample_rate, f.levels[0].n_q), (24_000, 32));
+        assert_eq!(f.levels[0].frame_rate, 12.5);
+        // 8 codebooks of 11 bits at 12.5 Hz: Mimi's 1.1 kbps.
+        assert!((f.bitrate(Some(8)) - 1100.0).abs() < 1e-9);
+        let f = find("encodec_24khz").unwrap().facts();
+        assert_eq!(f.levels[0].frame_rate, 75.0);
+        // 2 codebooks of 10 bits at 75 Hz: 1.5 kbps; all 32: 24 kbps.
+        assert!((f.bitrate(Some(2)) - 1500.0).abs() < 1e-9);
+        assert!((f.bitrate(None) - 24_000.0).abs() < 1e-9);
     }
 
     #[test]
@@ -313,7 +384,12 @@ mod tests {
             detect(
                 r#"{"model_type": "encodec", "n_codebooks": 4, "decoder_hidden_size": 8, "downsampling_ratios": [2]}"#
             ),
-            None
+            Some(Family::Encodec)
+        );
+        assert_eq!(detect(r#"{"model_type": "mimi"}"#), Some(Family::Mimi));
+        assert_eq!(
+            detect(r#"{"model_type": "encodec", "target_bandwidths": [1.5]}"#),
+            Some(Family::Encodec)
         );
         assert_eq!(
             detect(r#"{"encoder_rates": [2], "vq_strides": [1]}"#),

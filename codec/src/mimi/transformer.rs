@@ -1,0 +1,307 @@
+//! Mimi's encoder and decoder transformers (`MimiTransformerModel`): pre-norm layers of
+//! causal self-attention over a sliding window (each frame sees itself and the
+//! `sliding_window - 1` frames before it), rotary position embeddings, a GELU MLP, and learned
+//! per-channel scales on both residual branches.
+//!
+//! Frames run in blocks against a cache of the previous window's keys and values, so a whole
+//! signal costs memory proportional to its length times the window (never length squared),
+//! and a stream continues exactly where the previous chunk stopped.
+
+use candle_core::{Device, Module, Tensor};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+
+/// Queries attended in one block: bounds the score matrix to `BLOCK x (BLOCK + window)`.
+const BLOCK: usize = 256;
+
+/// The attention and MLP shapes, as the config gives them.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TransformerSpec {
+    pub layers: usize,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub rope_theta: f64,
+    /// Frames a query sees (itself included); `None`: all previous ones.
+    pub window: Option<usize>,
+    pub norm_eps: f64,
+    pub bias: bool,
+    pub activation: Activation,
+}
+
+/// The MLP's nonlinearity (`hidden_act`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `gelu`: the exact, erf-based GELU.
+    Gelu,
+    /// `gelu_new` / `gelu_pytorch_tanh`: the tanh approximation.
+    GeluTanh,
+    Relu,
+    Silu,
+}
+
+impl Activation {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "gelu" => Some(Activation::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" => Some(Activation::GeluTanh),
+            "relu" => Some(Activation::Relu),
+            "silu" | "swish" => Some(Activation::Silu),
+            _ => None,
+        }
+    }
+
+    fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Activation::Gelu => x.gelu_erf(),
+            Activation::GeluTanh => x.gelu(),
+            Activation::Relu => x.relu(),
+            Activation::Silu => x.silu(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    norm1: LayerNorm,
+    attn: Attention,
+    /// `[D]` scales of the attention branch and of the MLP branch.
+    attn_scale: Tensor,
+    norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    mlp_scale: Tensor,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Transformer {
+    layers: Vec<Layer>,
+    spec: TransformerSpec,
+    /// `1 / theta^(2i / head_dim)` in float32, as transformers computes it.
+    inv_freq: Vec<f32>,
+}
+
+/// Keys and values of the frames a new one may still attend to, per layer, and the position of
+/// the next frame.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TransformerState {
+    kv: Vec<Option<(Tensor, Tensor)>>,
+    position: usize,
+}
+
+fn linear(vb: VarBuilder, d_in: usize, d_out: usize, bias: bool) -> candle_core::Result<Linear> {
+    if bias {
+        candle_nn::linear(d_in, d_out, vb)
+    } else {
+        candle_nn::linear_no_bias(d_in, d_out, vb)
+    }
+}
+
+impl Transformer {
+    /// `{vb}.layers.{i}` as in transformers' state dict.
+    pub fn load(vb: VarBuilder, spec: &TransformerSpec) -> candle_core::Result<Self> {
+        let d = spec.hidden;
+        let (hq, hkv) = (spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim);
+        let norm = |vb: VarBuilder| -> candle_core::Result<LayerNorm> {
+            Ok(LayerNorm::new(
+                vb.get(d, "weight")?,
+                vb.get(d, "bias")?,
+                spec.norm_eps,
+            ))
+        };
+        let layers = (0..spec.layers)
+            .map(|i| {
+                let vb = vb.pp("layers").pp(i);
+                let a = vb.pp("self_attn");
+                Ok(Layer {
+                    norm1: norm(vb.pp("input_layernorm"))?,
+                    attn: Attention {
+                        q: linear(a.pp("q_proj"), d, hq, spec.bias)?,
+                        k: linear(a.pp("k_proj"), d, hkv, spec.bias)?,
+                        v: linear(a.pp("v_proj"), d, hkv, spec.bias)?,
+                        o: linear(a.pp("o_proj"), hq, d, spec.bias)?,
+                    },
+                    attn_scale: vb.pp("self_attn_layer_scale").get(d, "scale")?,
+                    norm2: norm(vb.pp("post_attention_layernorm"))?,
+                    fc1: linear(vb.pp("mlp").pp("fc1"), d, spec.intermediate, false)?,
+                    fc2: linear(vb.pp("mlp").pp("fc2"), spec.intermediate, d, false)?,
+                    mlp_scale: vb.pp("mlp_layer_scale").get(d, "scale")?,
+                })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        // torch: 1.0 / (theta ** (arange(0, dim, 2).float() / dim)), the power rounded to f32.
+        let inv_freq = (0..spec.head_dim / 2)
+            .map(|i| {
+                let e = (2 * i) as f32 / spec.head_dim as f32;
+                1.0f32 / spec.rope_theta.powf(e as f64) as f32
+            })
+            .collect();
+        Ok(Transformer {
+            layers,
+            spec: spec.clone(),
+            inv_freq,
+        })
+    }
+
+    pub fn new_state(&self) -> TransformerState {
+        TransformerState {
+            kv: vec![None; self.layers.len()],
+            position: 0,
+        }
+    }
+
+    /// Frames `[B, T, D]` continuing the stream in `state` -> `[B, T, D]`.
+    pub fn step(&self, x: &Tensor, state: &mut TransformerState) -> candle_core::Result<Tensor> {
+        if state.kv.len() != self.layers.len() {
+            candle_core::bail!("streaming state made for another model");
+        }
+        let t = x.dim(1)?;
+        let mut outs = Vec::with_capacity(t.div_ceil(BLOCK));
+        let mut start = 0;
+        while start < t {
+            let n = BLOCK.min(t - start);
+            outs.push(self.block(&x.narrow(1, start, n)?, state)?);
+            start += n;
+        }
+        if outs.len() == 1 {
+            return Ok(outs.pop().expect("one block"));
+        }
+        Tensor::cat(&outs, 1)
+    }
+
+    fn block(&self, x: &Tensor, state: &mut TransformerState) -> candle_core::Result<Tensor> {
+        let (_, n, _) = x.dims3()?;
+        let p0 = state.position;
+        let (cos, sin) = self.rope_tables(p0, n, x.device())?;
+        let mut x = x.clone();
+        for (layer, kv) in self.layers.iter().zip(state.kv.iter_mut()) {
+            let h = layer.norm1.forward(&x)?;
+            let a = self.attention(&layer.attn, &h, &cos, &sin, kv, p0)?;
+            x = (x + a.broadcast_mul(&layer.attn_scale)?)?;
+            let h = layer.norm2.forward(&x)?;
+            let h = layer
+                .fc2
+                .forward(&self.spec.activation.apply(&layer.fc1.forward(&h)?)?)?;
+            x = (x + h.broadcast_mul(&layer.mlp_scale)?)?;
+        }
+        state.position += n;
+        Ok(x)
+    }
+
+    /// cos and sin of `position * inv_freq` for `n` positions from `p0`, `[n, head_dim / 2]`.
+    fn rope_tables(
+        &self,
+        p0: usize,
+        n: usize,
+        dev: &Device,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(n * half);
+        let mut sin = Vec::with_capacity(n * half);
+        for p in p0..p0 + n {
+            for &f in &self.inv_freq {
+                // The angle rounded to f32 as transformers computes it, its cos and sin then
+                // correctly rounded.
+                let angle = (p as f32 * f) as f64;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        Ok((
+            Tensor::from_vec(cos, (n, half), dev)?,
+            Tensor::from_vec(sin, (n, half), dev)?,
+        ))
+    }
+
+    fn attention(
+        &self,
+        attn: &Attention,
+        h: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        kv: &mut Option<(Tensor, Tensor)>,
+        p0: usize,
+    ) -> candle_core::Result<Tensor> {
+        let s = &self.spec;
+        let (b, n, _) = h.dims3()?;
+        let heads = |x: Tensor, count: usize| -> candle_core::Result<Tensor> {
+            x.reshape((b, n, count, s.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = heads(attn.q.forward(h)?, s.heads)?;
+        let k = heads(attn.k.forward(h)?, s.kv_heads)?;
+        let v = heads(attn.v.forward(h)?, s.kv_heads)?;
+        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        let (k, v) = match kv.take() {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+            None => (k, v),
+        };
+        let total = k.dim(2)?;
+        let first = p0 + n - total; // absolute position of the first cached key
+        // Keep what the next frame (at p0 + n) may still see: positions > p0 + n - window.
+        let keep = match s.window {
+            Some(w) => total.min(w - 1),
+            None => total,
+        };
+        if keep > 0 {
+            *kv = Some((
+                k.narrow(2, total - keep, keep)?,
+                v.narrow(2, total - keep, keep)?,
+            ));
+        }
+        let group = s.heads / s.kv_heads;
+        let (k, v) = if group > 1 {
+            (repeat_kv(&k, group)?, repeat_kv(&v, group)?)
+        } else {
+            (k, v)
+        };
+        let scale = 1.0 / (s.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * scale)?;
+        let mask = self.mask(p0, n, first, total, h.device())?;
+        let scores = scores.broadcast_add(&mask)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = probs.matmul(&v)?;
+        let out = out.transpose(1, 2)?.reshape((b, n, s.heads * s.head_dim))?;
+        attn.o.forward(&out)
+    }
+
+    /// `[n, total]`: 0 where query `p0 + i` may see key `first + j`, -inf elsewhere.
+    fn mask(
+        &self,
+        p0: usize,
+        n: usize,
+        first: usize,
+        total: usize,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let window = self.spec.window;
+        let mut m = Vec::with_capacity(n * total);
+        for i in 0..n {
+            let q = p0 + i;
+            for j in 0..total {
+                let k = first + j;
+                let visible = k <= q && window.is_none_or(|w| k + w > q);
+                m.push(if visible { 0f32 } else { f32::NEG_INFINITY });
+            }
+        }
+        Tensor::from_vec(m, (n, total), dev)
+    }
+}
+
+fn repeat_kv(x: &Tensor, group: usize) -> candle_core::Result<Tensor> {
+    let (b, h, t, d) = x.dims4()?;
+    x.unsqueeze(2)?
+        .expand((b, h, group, t, d))?
+        .reshape((b, h * group, t, d))
+}

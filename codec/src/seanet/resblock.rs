@@ -1,0 +1,113 @@
+//! SEANet's residual block: `shortcut(x) + conv1x1(elu(conv_k(elu(x))))`, the inner conv
+//! narrowing the channels by `compress`.
+
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+
+use super::conv::{ConvPadding, ConvShape, ConvState, SConv1d};
+use super::ops::elu;
+
+#[derive(Debug, Clone)]
+pub(crate) struct ResBlock {
+    conv1: SConv1d,
+    conv2: SConv1d,
+    /// A kernel-1 conv, or the identity (`true_skip` / `use_conv_shortcut = False`).
+    shortcut: Option<SConv1d>,
+}
+
+/// A streamed block's state: its convs', and the skip-path samples whose residual-path
+/// counterparts have not come out of the convs yet.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ResState {
+    conv1: ConvState,
+    conv2: ConvState,
+    skip: Option<Tensor>,
+}
+
+pub(crate) struct ResSpec {
+    pub dim: usize,
+    pub hidden: usize,
+    pub kernel: usize,
+    pub dilation: usize,
+    pub conv_shortcut: bool,
+}
+
+impl ResBlock {
+    /// `{vb}.block.1`, `{vb}.block.3` and `{vb}.shortcut`, as in the reference's module tree.
+    pub fn load(vb: VarBuilder, spec: &ResSpec, padding: ConvPadding) -> candle_core::Result<Self> {
+        let conv1 = SConv1d::load(
+            vb.pp("block").pp("1"),
+            ConvShape::new(spec.dim, spec.hidden, spec.kernel).dilation(spec.dilation),
+            padding,
+        )?;
+        let conv2 = SConv1d::load(
+            vb.pp("block").pp("3"),
+            ConvShape::new(spec.hidden, spec.dim, 1),
+            padding,
+        )?;
+        let shortcut = if spec.conv_shortcut {
+            Some(SConv1d::load(
+                vb.pp("shortcut"),
+                ConvShape::new(spec.dim, spec.dim, 1),
+                padding,
+            )?)
+        } else {
+            None
+        };
+        Ok(ResBlock {
+            conv1,
+            conv2,
+            shortcut,
+        })
+    }
+
+    fn skip(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.shortcut {
+            Some(conv) => conv.forward(x),
+            None => Ok(x.clone()),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.conv1.forward(&elu(x)?)?;
+        let y = self.conv2.forward(&elu(&y)?)?;
+        self.skip(x)? + y
+    }
+
+    /// Stride-1 convs emit their outputs in input order, so the residual path's `m` new samples
+    /// pair with the oldest `m` waiting skip samples.
+    pub fn step(
+        &self,
+        x: Option<&Tensor>,
+        state: &mut ResState,
+        last: bool,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let mut inner = None;
+        if let Some(x) = x {
+            // A kernel-1 conv needs no context: its chunk output is final.
+            let skip = self.skip(x)?;
+            state.skip = Some(match state.skip.take() {
+                Some(s) => Tensor::cat(&[&s, &skip], 2)?,
+                None => skip,
+            });
+            inner = Some(elu(x)?);
+        }
+        let y = self.conv1.step(inner.as_ref(), &mut state.conv1, last)?;
+        let y = y.map(|y| elu(&y)).transpose()?;
+        let Some(y) = self.conv2.step(y.as_ref(), &mut state.conv2, last)? else {
+            return Ok(None);
+        };
+        let m = y.dim(2)?;
+        let Some(skip) = state.skip.take() else {
+            candle_core::bail!("residual block produced output before its input");
+        };
+        let have = skip.dim(2)?;
+        if m > have {
+            candle_core::bail!("residual block produced {m} samples for {have} inputs");
+        }
+        if m < have {
+            state.skip = Some(skip.narrow(2, m, have - m)?);
+        }
+        (skip.narrow(2, 0, m)? + y).map(Some)
+    }
+}
