@@ -147,7 +147,8 @@ impl SConv1d {
         len.div_ceil(self.stride) * self.stride - len
     }
 
-    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// `x` with the reference's padding on both sides.
+    fn padded(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let len = x.dim(2)?;
         let extra = self.extra_padding(len);
         let total = self.padding_total();
@@ -157,12 +158,22 @@ impl SConv1d {
             let right = total / 2;
             (total - right, right + extra)
         };
-        let y = self
-            .conv
-            .forward(&pad1d(x, left, right, self.padding.mode)?)?;
+        pad1d(x, left, right, self.padding.mode)
+    }
+
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.conv.forward(&self.padded(x)?)?;
         match &self.norm {
             Some(norm) => norm.forward(&y),
             None => Ok(y),
+        }
+    }
+
+    /// `forward(x) + residual`, the addition done inside the conv kernel where it can be.
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.norm {
+            Some(norm) => norm.forward(&self.conv.forward(&self.padded(x)?)?)? + residual,
+            None => self.conv.forward_add(&self.padded(x)?, residual),
         }
     }
 

@@ -70,8 +70,7 @@ impl ResBlock {
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let y = self.conv1.forward(&elu(x)?)?;
-        let y = self.conv2.forward(&elu(&y)?)?;
-        self.skip(x)? + y
+        self.conv2.forward_add(&elu(&y)?, &self.skip(x)?)
     }
 
     /// Stride-1 convs emit their outputs in input order, so the residual path's `m` new samples
