@@ -23,6 +23,7 @@ use tessera_codec::codec::Noise;
 use tessera_codec::snac::{Snac, SnacConfig};
 use tessera_core::nn::{
     Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig, NormalRng, Snake1d,
+    residual_depthwise_separable,
 };
 
 #[global_allocator]
@@ -244,10 +245,7 @@ fn layers<M: Measurement>(c: &mut Criterion<M>) {
         randn(&[1, c, 1], 0.1, 2).abs().unwrap(),
     );
     group.bench_function("residual_unit_64_d3/tessera", |b| {
-        b.iter(|| {
-            let y = dw.forward_fused(&x, Some(&s1), Some(&s2), None).unwrap();
-            pw1.forward_add(&y, &x).unwrap()
-        })
+        b.iter(|| residual_depthwise_separable(&x, Some(&s1), &dw, Some(&s2), &pw1).unwrap())
     });
     group.bench_function("residual_unit_64_d3/candle", |b| {
         b.iter(|| {
@@ -281,6 +279,12 @@ fn layers<M: Measurement>(c: &mut Criterion<M>) {
             })
         });
     }
+    // The gemm peak that the conv layers are measured against.
+    let a = randn(&[1024, 1024], 1.0, 11);
+    let b = randn(&[1024, 1024], 1.0, 12);
+    group.bench_function("matmul_1024/candle", |bench| {
+        bench.iter(|| a.matmul(&b).unwrap())
+    });
     group.finish();
 }
 

@@ -73,6 +73,9 @@ enum Command {
 
     /// Decode a codes file back to audio (WAV), trimmed to the original length.
     Decode(commands::decode::DecodeArgs),
+
+    /// Run a decoder checkpoint (Llama, Qwen2/3, Gemma 3, MiMo): generate tokens, score a prompt.
+    Lm(commands::lm::LmArgs),
 }
 
 fn main() -> ExitCode {
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         Command::Codecs(args) => commands::codecs::run(&args),
         Command::Encode(args) => commands::encode::run(&args, &cli.global),
         Command::Decode(args) => commands::decode::run(&args, &cli.global),
+        Command::Lm(args) => commands::lm::run(&args, &cli.global),
     };
     match outcome {
         Ok(0) => ExitCode::SUCCESS,

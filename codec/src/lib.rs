@@ -5,6 +5,7 @@
 
 pub mod audio;
 pub mod codec;
+pub mod dac;
 pub mod dsp;
 pub mod encodec;
 pub mod mimi;

@@ -12,6 +12,7 @@ use serde_json::Value;
 use tessera_core::{Checkpoint, Error, Result, hub};
 
 use crate::codec::{AudioCodec, LevelSpec};
+use crate::dac::{Dac, DacConfig};
 use crate::encodec::{Encodec, EncodecConfig};
 use crate::mimi::{Mimi, MimiConfig};
 use crate::snac::{Snac, SnacConfig};
@@ -20,6 +21,7 @@ use crate::snac::{Snac, SnacConfig};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     Snac,
+    Dac,
     Encodec,
     Mimi,
 }
@@ -28,6 +30,7 @@ impl Family {
     pub fn name(self) -> &'static str {
         match self {
             Family::Snac => "snac",
+            Family::Dac => "dac",
             Family::Encodec => "encodec",
             Family::Mimi => "mimi",
         }
@@ -45,12 +48,23 @@ impl Family {
         if has("encoder_rates") && has("vq_strides") {
             return Some(Family::Snac);
         }
+        // transformers' DacConfig; without model_type, its DAC-only keys.
+        let model_type = config.get("model_type").and_then(Value::as_str);
+        if model_type == Some("dac")
+            || (model_type.is_none()
+                && has("downsampling_ratios")
+                && has("n_codebooks")
+                && has("decoder_hidden_size"))
+        {
+            return Some(Family::Dac);
+        }
         None
     }
 
     fn load(self, ckpt: &Checkpoint, id: &str, device: &Device) -> Result<Box<dyn AudioCodec>> {
         match self {
             Family::Snac => Ok(Box::new(Snac::from_checkpoint(ckpt, id, device)?)),
+            Family::Dac => Ok(Box::new(Dac::from_checkpoint(ckpt, id, device)?)),
             Family::Encodec => Ok(Box::new(Encodec::from_checkpoint(ckpt, id, device)?)),
             Family::Mimi => Ok(Box::new(Mimi::from_checkpoint(ckpt, id, device)?)),
         }
@@ -116,6 +130,24 @@ const ENTRIES: &[CodecEntry] = &[
         description: "SNAC 44.1 kHz music/sfx codec, 4 scales, local attention",
     },
     CodecEntry {
+        id: "dac_16khz",
+        family: Family::Dac,
+        repo: "descript/dac_16khz",
+        description: "DAC 16 kHz, 12 codebooks at 50 Hz, 6 kbps",
+    },
+    CodecEntry {
+        id: "dac_24khz",
+        family: Family::Dac,
+        repo: "descript/dac_24khz",
+        description: "DAC 24 kHz, 32 codebooks at 75 Hz, 24 kbps",
+    },
+    CodecEntry {
+        id: "dac_44khz",
+        family: Family::Dac,
+        repo: "descript/dac_44khz",
+        description: "DAC 44.1 kHz, 9 codebooks at 86 Hz, 7.75 kbps",
+    },
+    CodecEntry {
         id: "mimi",
         family: Family::Mimi,
         repo: "kyutai/mimi",
@@ -152,6 +184,14 @@ impl CodecEntry {
                     _ => SnacConfig::snac_44khz(),
                 };
                 snac_facts(&cfg)
+            }
+            Family::Dac => {
+                let cfg = match self.id {
+                    "dac_16khz" => DacConfig::dac_16khz(),
+                    "dac_24khz" => DacConfig::dac_24khz(),
+                    _ => DacConfig::dac_44khz(),
+                };
+                dac_facts(&cfg)
             }
             Family::Encodec => {
                 let cfg = EncodecConfig::encodec_24khz();
@@ -203,6 +243,18 @@ fn snac_facts(cfg: &SnacConfig) -> CodecFacts {
     }
 }
 
+fn dac_facts(cfg: &DacConfig) -> CodecFacts {
+    CodecFacts {
+        sample_rate: cfg.sampling_rate,
+        channels: 1,
+        levels: vec![LevelSpec {
+            n_q: cfg.n_codebooks,
+            codebook_size: cfg.codebook_size as u32,
+            frame_rate: cfg.frame_rate(),
+        }],
+    }
+}
+
 /// Facts of a loaded codec (for local directories, which have no registry entry).
 pub fn facts_of(codec: &dyn AudioCodec) -> CodecFacts {
     CodecFacts::of(codec)
@@ -250,8 +302,8 @@ pub fn load_dir(dir: &Path, device: &Device) -> Result<Box<dyn AudioCodec>> {
     let family = Family::detect(&config).ok_or_else(|| {
         Error::file(
             &ckpt.config,
-            "not the config of a codec tessera knows (SNAC, EnCodec, Mimi); is this the right \
-             directory?",
+            "not the config of a codec tessera knows (SNAC, DAC, EnCodec, Mimi); is this the \
+             right directory?",
         )
     })?;
     family.load(&ckpt, &dir_id(dir), device)
@@ -297,6 +349,17 @@ mod tests {
         // 12 bits x (11.72 + 23.44 + 46.88) frames/s = 984.4 bit/s.
         assert!((f.bitrate(None) - 984.375).abs() < 1e-9);
         assert_eq!(find("snac_44khz").unwrap().facts().levels.len(), 4);
+        for (id, rate, n_q, kbps) in [
+            ("dac_16khz", 50.0, 12, 6.0),
+            ("dac_24khz", 75.0, 32, 24.0),
+            ("dac_44khz", 44100.0 / 512.0, 9, 7.751953125),
+        ] {
+            let f = find(id).unwrap().facts();
+            assert_eq!(f.levels.len(), 1, "{id}");
+            assert_eq!(f.levels[0].frame_rate, rate, "{id}");
+            assert_eq!(f.levels[0].n_q, n_q, "{id}");
+            assert!((f.bitrate(None) - kbps * 1000.0).abs() < 1e-6, "{id}");
+        }
         let f = find("mimi").unwrap().facts();
         assert_eq!((f.sample_rate, f.levels[0].n_q), (24_000, 32));
         assert_eq!(f.levels[0].frame_rate, 12.5);
@@ -312,6 +375,17 @@ mod tests {
     #[test]
     fn families_are_detected_from_configs() {
         let detect = |s: &str| Family::detect(&serde_json::from_str(s).unwrap());
+        assert_eq!(detect(r#"{"model_type": "dac"}"#), Some(Family::Dac));
+        assert_eq!(
+            detect(r#"{"downsampling_ratios": [2], "n_codebooks": 4, "decoder_hidden_size": 8}"#),
+            Some(Family::Dac)
+        );
+        assert_eq!(
+            detect(
+                r#"{"model_type": "encodec", "n_codebooks": 4, "decoder_hidden_size": 8, "downsampling_ratios": [2]}"#
+            ),
+            Some(Family::Encodec)
+        );
         assert_eq!(detect(r#"{"model_type": "mimi"}"#), Some(Family::Mimi));
         assert_eq!(
             detect(r#"{"model_type": "encodec", "target_bandwidths": [1.5]}"#),
@@ -321,7 +395,6 @@ mod tests {
             detect(r#"{"encoder_rates": [2], "vq_strides": [1]}"#),
             Some(Family::Snac)
         );
-        assert_eq!(detect(r#"{"model_type": "dac"}"#), None);
     }
 
     #[test]

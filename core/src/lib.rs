@@ -1,7 +1,8 @@
 //! tessera-core: the shared ground of tessera.
 //!
 //! Devices and dtypes, the [`Codes`](codes::Codes) type and its safetensors file, weight loading
-//! from Hugging Face repository layouts, and the quantizers that every tokenizer is built from.
+//! from Hugging Face repository layouts, the quantizers that every tokenizer is built from, and
+//! the layers the codecs share ([`nn`]: convolutions with fast CPU kernels, Snake, seeded noise).
 
 pub mod codes;
 pub mod config;

@@ -7,23 +7,27 @@
 //! computed in f32 whatever the weight dtype.
 
 use candle_core::{D, DType, Device, Tensor};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 
 use crate::config::AttentionConfig;
+use crate::kernels::attention::FusedAttention;
+use crate::kernels::rope::RopeHeads;
 use crate::kv_cache::{KeyMask, LayerCache};
+use crate::linear::Linear;
 use crate::norm::RmsNorm;
 use crate::rope::RopeTables;
 
 #[derive(Debug, Clone)]
 pub struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q, k and v projections as one matrix (rows: q, then k, then v): one gemm per call.
+    qkv_proj: Linear,
     o_proj: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
     /// Per-head sink logits, f32, shaped `[kv_heads, group, 1, 1]`.
     sinks: Option<Tensor>,
+    /// The same, one per query head, for the CPU kernel.
+    sink_values: Option<Vec<f32>>,
     cfg: AttentionConfig,
 }
 
@@ -36,13 +40,7 @@ impl Attention {
         norm_offset: f64,
     ) -> candle_core::Result<Self> {
         let (h, kv) = (cfg.num_heads, cfg.num_kv_heads);
-        let linear = |inp, out, bias, name: &str| {
-            if bias {
-                candle_nn::linear(inp, out, vb.pp(name))
-            } else {
-                candle_nn::linear_no_bias(inp, out, vb.pp(name))
-            }
-        };
+        let linear = |inp, out, bias, name: &str| crate::linear::load(inp, out, bias, vb.pp(name));
         let norm = |name: &str| -> candle_core::Result<Option<RmsNorm>> {
             if cfg.qk_norm {
                 RmsNorm::load(vb.pp(name), cfg.head_dim, eps, norm_offset).map(Some)
@@ -62,14 +60,22 @@ impl Attention {
         } else {
             None
         };
+        let sink_values = match &sinks {
+            Some(s) => Some(s.flatten_all()?.to_vec1::<f32>()?),
+            None => None,
+        };
+        let parts = [
+            linear(hidden, h * cfg.head_dim, cfg.qkv_bias, "q_proj")?,
+            linear(hidden, kv * cfg.head_dim, cfg.qkv_bias, "k_proj")?,
+            linear(hidden, kv * cfg.v_head_dim, cfg.qkv_bias, "v_proj")?,
+        ];
         Ok(Attention {
-            q_proj: linear(hidden, h * cfg.head_dim, cfg.qkv_bias, "q_proj")?,
-            k_proj: linear(hidden, kv * cfg.head_dim, cfg.qkv_bias, "k_proj")?,
-            v_proj: linear(hidden, kv * cfg.v_head_dim, cfg.qkv_bias, "v_proj")?,
+            qkv_proj: Linear::concat(&parts)?,
             o_proj: linear(h * cfg.v_head_dim, hidden, cfg.o_bias, "o_proj")?,
             q_norm: norm("q_norm")?,
             k_norm: norm("k_norm")?,
             sinks,
+            sink_values,
             cfg: cfg.clone(),
         })
     }
@@ -86,29 +92,95 @@ impl Attention {
         rope: &RopeTables,
         cache: &mut LayerCache,
     ) -> tessera_core::Result<Tensor> {
+        let qkv = self.qkv_proj.forward(x)?;
+        let out = if x.dtype() == DType::F32 && x.device().is_cpu() {
+            self.forward_f32_cpu(&qkv, rope, cache)?
+        } else {
+            self.forward_generic(&qkv, rope, cache)?
+        };
+        Ok(self.o_proj.forward(&out)?)
+    }
+
+    /// The CPU kernels: heads rotated straight out of the projection, fused attention.
+    fn forward_f32_cpu(
+        &self,
+        qkv: &Tensor,
+        rope: &RopeTables,
+        cache: &mut LayerCache,
+    ) -> tessera_core::Result<Tensor> {
         let c = &self.cfg;
-        let len = x.dim(0)?;
-        let heads = |t: Tensor, n: usize, d: usize, norm: &Option<RmsNorm>| {
-            let t = t.reshape((len, n, d))?;
+        let len = qkv.dim(0)?;
+        let (cos, sin) = rope.f32_tables();
+        let (qn, kn) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
+        let heads = |src: &Tensor, col, heads, dim, rotary, heads_first, scale| {
+            src.apply_op1_no_bwd(&RopeHeads {
+                col,
+                heads,
+                head_dim: dim,
+                rotary_dim: rotary,
+                cos,
+                sin,
+                heads_first,
+                scale,
+            })
+        };
+        // q/k norms come before the rotation: normalise, then rotate from the normed copy.
+        let normed = |norm: &Option<RmsNorm>, col, n| -> candle_core::Result<Option<Tensor>> {
+            match norm {
+                Some(norm) => {
+                    let t = qkv.narrow(1, col, n * c.head_dim)?;
+                    let t = norm.forward(&t.reshape((len, n, c.head_dim))?)?;
+                    Ok(Some(t.reshape((len, n * c.head_dim))?))
+                }
+                None => Ok(None),
+            }
+        };
+        let rot = rope.rotary_dim();
+        let q = match normed(&self.q_norm, 0, c.num_heads)? {
+            Some(t) => heads(&t, 0, c.num_heads, c.head_dim, rot, false, None)?,
+            None => heads(qkv, 0, c.num_heads, c.head_dim, rot, false, None)?,
+        };
+        let k = match normed(&self.k_norm, qn, c.num_kv_heads)? {
+            Some(t) => heads(&t, 0, c.num_kv_heads, c.head_dim, rot, true, None)?,
+            None => heads(qkv, qn, c.num_kv_heads, c.head_dim, rot, true, None)?,
+        };
+        let scale = (c.value_scale != 1.0).then_some(c.value_scale as f32);
+        let v = heads(qkv, qn + kn, c.num_kv_heads, c.v_head_dim, 0, true, scale)?;
+        let cached = cache.append(&k.unsqueeze(0)?, &v.unsqueeze(0)?)?;
+        let op = FusedAttention {
+            num_heads: c.num_heads,
+            num_kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+            v_head_dim: c.v_head_dim,
+            scale: c.softmax_scale as f32,
+            softcap: c.logit_softcap.map(|s| s as f32),
+            mask: cached.mask,
+            sinks: self.sink_values.as_deref(),
+        };
+        Ok(q.apply_op3_no_bwd(&cached.k, &cached.v, &op)?)
+    }
+
+    /// Any dtype and device, with candle's ops.
+    fn forward_generic(
+        &self,
+        qkv: &Tensor,
+        rope: &RopeTables,
+        cache: &mut LayerCache,
+    ) -> tessera_core::Result<Tensor> {
+        let c = &self.cfg;
+        let len = qkv.dim(0)?;
+        let (qn, kn) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
+        let heads = |col: usize, n: usize, d: usize, norm: &Option<RmsNorm>| {
+            let t = qkv.narrow(1, col, n * d)?.reshape((len, n, d))?;
             let t = match norm {
                 Some(norm) => norm.forward(&t)?,
                 None => t,
             };
             t.transpose(0, 1)?.contiguous()?.unsqueeze(0)
         };
-        let q = heads(
-            self.q_proj.forward(x)?,
-            c.num_heads,
-            c.head_dim,
-            &self.q_norm,
-        )?;
-        let k = heads(
-            self.k_proj.forward(x)?,
-            c.num_kv_heads,
-            c.head_dim,
-            &self.k_norm,
-        )?;
-        let mut v = heads(self.v_proj.forward(x)?, c.num_kv_heads, c.v_head_dim, &None)?;
+        let q = heads(0, c.num_heads, c.head_dim, &self.q_norm)?;
+        let k = heads(qn, c.num_kv_heads, c.head_dim, &self.k_norm)?;
+        let mut v = heads(qn + kn, c.num_kv_heads, c.v_head_dim, &None)?;
         if c.value_scale != 1.0 {
             v = v.affine(c.value_scale, 0.0)?;
         }
@@ -117,11 +189,10 @@ impl Attention {
         let cached = cache.append(&k, &v)?;
         let out = self.attend(&q, &cached.k, &cached.v, cached.mask)?;
         // [1, heads, len, v_dim] -> [len, heads * v_dim]
-        let out = out
+        Ok(out
             .squeeze(0)?
             .transpose(0, 1)?
-            .reshape((len, c.num_heads * c.v_head_dim))?;
-        Ok(self.o_proj.forward(&out)?)
+            .reshape((len, c.num_heads * c.v_head_dim))?)
     }
 
     /// Attention of `q` (`[1, heads, len, d]`) over `k`, `v` (`[1, kv_heads, keys, d]`).

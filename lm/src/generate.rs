@@ -118,7 +118,9 @@ pub fn generate_with(
     mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<Generation> {
     let mut sampler = Sampler::new(&opts.sampling, opts.seed)?;
-    let mut cache = model.new_cache_with(0, prompt.len() + opts.max_new_tokens);
+    // The last generated token is emitted, never fed back: the cache holds one position less.
+    let positions = prompt.len() + opts.max_new_tokens.saturating_sub(1);
+    let mut cache = model.new_cache_with(0, positions);
     let mut history = prompt.to_vec();
     let t0 = Instant::now();
     let mut logits = prefill(model, prompt, &mut cache, opts.prefill_chunk)?;

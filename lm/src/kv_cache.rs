@@ -114,9 +114,12 @@ impl Buffers {
     }
 }
 
+/// The next buffer size. A caller's hint (e.g. prompt + tokens to generate) is taken as given,
+/// so that a cache sized for its job holds no slack; without one the first buffer is
+/// `INITIAL_CAPACITY`.
 fn next_capacity(current: usize, needed: usize, hint: usize) -> usize {
     let target = if current == 0 {
-        INITIAL_CAPACITY.max(hint)
+        if hint > 0 { hint } else { INITIAL_CAPACITY }
     } else {
         current + current.min(MAX_GROWTH)
     };

@@ -197,7 +197,7 @@ impl Decoder {
 
     /// LM head and soft-capping of normed hidden states; f32 logits.
     pub fn head(&self, normed: &Tensor) -> Result<Tensor> {
-        let logits = normed.matmul(&self.lm_head.t()?)?;
+        let logits = crate::linear::matmul_t(normed, &self.lm_head)?;
         let logits = match self.cfg.final_logit_softcap {
             Some(cap) => ((logits / cap)?.tanh()? * cap)?,
             None => logits,

@@ -15,7 +15,7 @@
 use std::path::Path;
 
 use candle_core::Tensor;
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 use tessera_core::{Checkpoint, Error, KeyMap, Result};
 
 use crate::block::Block;
@@ -58,7 +58,7 @@ impl MtpLayout {
 struct MtpLayer {
     token_norm: RmsNorm,
     hidden_norm: RmsNorm,
-    proj: Linear,
+    proj: crate::linear::Linear,
     block: Block,
     final_norm: RmsNorm,
 }
@@ -114,7 +114,7 @@ impl Mtp {
                 Ok(MtpLayer {
                     token_norm: RmsNorm::load(vb.pp("token_layernorm"), h, eps, off)?,
                     hidden_norm: RmsNorm::load(vb.pp("hidden_layernorm"), h, eps, off)?,
-                    proj: candle_nn::linear_no_bias(2 * h, h, vb.pp("input_proj"))?,
+                    proj: crate::linear::load(2 * h, h, false, vb.pp("input_proj"))?,
                     block: Block::load(vb.clone(), cfg, &attention)?,
                     final_norm: RmsNorm::load(vb.pp("final_layernorm"), h, eps, off)?,
                 })

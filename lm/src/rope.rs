@@ -75,6 +75,8 @@ impl Rope {
             return Ok(RopeTables {
                 cos: None,
                 sin: None,
+                cos_f32: Vec::new(),
+                sin_f32: Vec::new(),
                 rotary_dim: 0,
             });
         }
@@ -83,13 +85,15 @@ impl Rope {
             let p = p as f32;
             angles.extend(self.inv_freq.iter().map(|f| p * f));
         }
-        let cos: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
-        let sin: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
-        let cos = Tensor::from_vec(cos, (len, half), device)?.to_dtype(dtype)?;
-        let sin = Tensor::from_vec(sin, (len, half), device)?.to_dtype(dtype)?;
+        let cos_f32: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
+        let sin_f32: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
+        let cos = Tensor::from_slice(&cos_f32, (len, half), device)?.to_dtype(dtype)?;
+        let sin = Tensor::from_slice(&sin_f32, (len, half), device)?.to_dtype(dtype)?;
         Ok(RopeTables {
             cos: Some(cos),
             sin: Some(sin),
+            cos_f32,
+            sin_f32,
             rotary_dim: self.rotary_dim,
         })
     }
@@ -100,10 +104,22 @@ impl Rope {
 pub struct RopeTables {
     cos: Option<Tensor>,
     sin: Option<Tensor>,
+    /// The same tables in f32 (`[len, rotary_dim / 2]`), for the CPU kernels.
+    cos_f32: Vec<f32>,
+    sin_f32: Vec<f32>,
     rotary_dim: usize,
 }
 
 impl RopeTables {
+    pub fn rotary_dim(&self) -> usize {
+        self.rotary_dim
+    }
+
+    /// `(cos, sin)`, f32, `[len, rotary_dim / 2]` row-major.
+    pub fn f32_tables(&self) -> (&[f32], &[f32]) {
+        (&self.cos_f32, &self.sin_f32)
+    }
+
     /// Rotate the leading `rotary_dim` dimensions of `x` ([1, heads, len, head_dim]), in the
     /// half-split ("rotate_half") layout that Hugging Face checkpoints use.
     pub fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {

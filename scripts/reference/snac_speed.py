@@ -41,6 +41,26 @@ def best_time(fn, repeats, warmup=1):
     return min(times)
 
 
+def flops_per_second(model, one_second):
+    """Encode and decode FLOPs of one second of audio, by torch's FLOP counter (on a copy with
+    the weight norms folded, which the counter cannot trace through)."""
+    import copy
+
+    from torch.nn.utils import parametrize
+    from torch.utils.flop_counter import FlopCounterMode
+
+    plain = copy.deepcopy(model)
+    for m in plain.modules():
+        if parametrize.is_parametrized(m, "weight"):
+            parametrize.remove_parametrizations(m, "weight")
+    with FlopCounterMode(display=False) as fc:
+        codes = plain.encode(one_second)
+    enc = fc.get_total_flops()
+    with FlopCounterMode(display=False) as fc:
+        plain.decode(codes)
+    return enc, fc.get_total_flops()
+
+
 def full_models(which):
     for seed, (name, config) in enumerate(CONFIGS.items()):
         if which != "all" and name != "snac_24khz":
@@ -65,8 +85,11 @@ def full_models(which):
             NoiseBlock.forward = randn_noise
             dec = best_time(lambda: model.decode(codes), 3)
             NoiseBlock.forward = orig
+            # Work per second of audio, as torch's FLOP counter counts it (convs and matmuls).
+            enc_flops, dec_flops = flops_per_second(model, audio[..., :sr])
         print(f"{name}: encode 10 s {enc * 1e3:.0f} ms ({10 / enc:.1f}x real time), "
-              f"decode {dec * 1e3:.0f} ms ({10 / dec:.1f}x)", flush=True)
+              f"decode {dec * 1e3:.0f} ms ({10 / dec:.1f}x); GFLOP per audio second "
+              f"{enc_flops / 1e9:.2f} / {dec_flops / 1e9:.2f}", flush=True)
 
 
 def layers():

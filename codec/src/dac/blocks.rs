@@ -1,0 +1,56 @@
+//! The residual unit of DAC's encoder and decoder blocks, named as transformers names it.
+
+use candle_core::{Module, Tensor};
+use candle_nn::VarBuilder;
+use tessera_core::nn::{Conv1d, Conv1dConfig, Snake1d, same_padding};
+
+/// Kernel of the dilated conv in every residual unit.
+pub(crate) const UNIT_KERNEL: usize = 7;
+
+/// Dilations of the three residual units of a block.
+pub(crate) const UNIT_DILATIONS: [usize; 3] = [1, 3, 9];
+
+/// `x + conv2(snake2(conv1(snake1(x))))`, conv1 a 7-tap conv with dilation, conv2 1x1.
+#[derive(Debug, Clone)]
+pub(crate) struct ResidualUnit {
+    snake1: Snake1d,
+    conv1: Conv1d,
+    snake2: Snake1d,
+    conv2: Conv1d,
+}
+
+impl ResidualUnit {
+    pub fn load(vb: VarBuilder, dim: usize, dilation: usize) -> candle_core::Result<Self> {
+        let cfg = Conv1dConfig {
+            padding: same_padding(UNIT_KERNEL, dilation),
+            dilation,
+            ..Default::default()
+        };
+        Ok(ResidualUnit {
+            snake1: Snake1d::load(vb.pp("snake1"), dim)?,
+            conv1: Conv1d::load(vb.pp("conv1"), dim, dim, UNIT_KERNEL, cfg, true)?,
+            snake2: Snake1d::load(vb.pp("snake2"), dim)?,
+            conv2: Conv1d::load(vb.pp("conv2"), dim, dim, 1, Conv1dConfig::default(), true)?,
+        })
+    }
+
+    /// The three units of a block: `res_unit1..3` with dilations 1, 3, 9.
+    pub fn load_three(vb: &VarBuilder, dim: usize) -> candle_core::Result<[Self; 3]> {
+        let unit =
+            |i: usize| Self::load(vb.pp(format!("res_unit{}", i + 1)), dim, UNIT_DILATIONS[i]);
+        Ok([unit(0)?, unit(1)?, unit(2)?])
+    }
+}
+
+impl Module for ResidualUnit {
+    /// Two passes over the signal: each snake rides along the conv that reads it, and the skip
+    /// is added in place by the second conv.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self
+            .conv1
+            .forward_fused(x, Some(&self.snake1), None, None)?;
+        // The reference crops x when y is shorter; with "same" padding of an odd kernel it never is.
+        self.conv2
+            .forward_fused(&y, Some(&self.snake2), None, Some(x))
+    }
+}

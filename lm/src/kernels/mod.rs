@@ -1,0 +1,11 @@
+//! CPU kernels for the f32 hot paths (fused attention, SwiGLU), used when the model computes
+//! in f32 on the CPU; other dtypes and devices take the plain candle ops.
+
+pub mod attention;
+pub mod exp;
+pub(crate) mod gemm;
+pub mod rope;
+pub mod swiglu;
+
+#[cfg(test)]
+mod tests;
