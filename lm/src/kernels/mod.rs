@@ -3,7 +3,7 @@
 
 pub mod attention;
 pub mod exp;
-pub(crate) mod gemm;
+mod gemm;
 pub mod rope;
 pub mod swiglu;
 
