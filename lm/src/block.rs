@@ -5,6 +5,7 @@ use candle_nn::VarBuilder;
 
 use crate::attention::Attention;
 use crate::config::{AttentionConfig, DecoderConfig};
+use crate::kernels::add::add;
 use crate::kv_cache::LayerCache;
 use crate::mlp::Mlp;
 use crate::norm::RmsNorm;
@@ -68,14 +69,14 @@ impl Block {
             .forward(&self.input_norm.forward(x)?, rope, cache)?;
         Ok(match &self.sandwich {
             None => {
-                let h = (x + a)?;
+                let h = add(x, &a)?;
                 let m = self.mlp.forward(&self.post_attention_norm.forward(&h)?)?;
-                (h + m)?
+                add(&h, &m)?
             }
             Some(s) => {
-                let h = (x + self.post_attention_norm.forward(&a)?)?;
+                let h = add(x, &self.post_attention_norm.forward(&a)?)?;
                 let m = self.mlp.forward(&s.pre_feedforward.forward(&h)?)?;
-                (h + s.post_feedforward.forward(&m)?)?
+                add(&h, &s.post_feedforward.forward(&m)?)?
             }
         })
     }

@@ -11,7 +11,7 @@ pub mod config;
 pub mod generate;
 mod kernels;
 pub mod kv_cache;
-pub mod linear;
+mod linear;
 pub mod mlp;
 pub mod model;
 pub mod mtp;

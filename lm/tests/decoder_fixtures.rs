@@ -194,6 +194,27 @@ fn bf16_compute_is_close() {
     assert!(err < 0.1, "bf16 max error {err}");
 }
 
+/// Prompts longer than a block of the CPU attention kernel (64 positions) and than every window:
+/// one forward pass (several query blocks, windows cutting through blocks) agrees with chunked
+/// prefill and with one token at a time (single queries, no mask), whose exactness the
+/// transformers fixtures establish.
+#[test]
+fn long_prompts_agree_across_chunkings() {
+    for name in ["llama", "qwen2", "gemma3", "mimo_v2_flash"] {
+        let e = expected(name);
+        let ids: Vec<u32> = e.prompt.iter().cycle().take(200).copied().collect();
+        let model = load(&fixture(name));
+        let whole = chunked_logits(&model, &ids, &[200]);
+        for chunks in [&[1][..], &[65, 1, 70, 3], &[130, 64]] {
+            let err = max_abs_diff(&whole, &chunked_logits(&model, &ids, chunks));
+            assert!(err <= 1e-5, "{name} chunks {chunks:?}: {err}");
+        }
+        // The first 40 positions are the fixture's prompt.
+        let err = max_abs_diff(&whole.narrow(0, 0, e.prompt.len()).unwrap(), &e.logits);
+        assert!(err <= TOLERANCE, "{name}: {err}");
+    }
+}
+
 #[test]
 fn bad_inputs_are_errors() {
     let model = load(&fixture("llama"));

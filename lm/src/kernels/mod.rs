@@ -1,9 +1,10 @@
 //! CPU kernels for the f32 hot paths (fused attention, SwiGLU), used when the model computes
 //! in f32 on the CPU; other dtypes and devices take the plain candle ops.
 
+pub mod add;
 pub mod attention;
 pub mod exp;
-pub(crate) mod gemm;
+mod gemm;
 pub mod rope;
 pub mod swiglu;
 
