@@ -45,7 +45,7 @@ impl TokenLayout {
         for (k, &rate) in frame_rates.iter().enumerate() {
             let ratio = rate / base;
             let r = ratio.round();
-            if !(base > 0.0) || r < 1.0 || (ratio - r).abs() > 1e-6 * r {
+            if base.is_nan() || base <= 0.0 || r < 1.0 || (ratio - r).abs() > 1e-6 * r {
                 return Err(Error::invalid(format!(
                     "level {k} runs at {rate} Hz, not an integer multiple of level 0's {base} Hz"
                 )));

@@ -149,7 +149,9 @@ impl ShardWriter for MegatronWriter {
                 TokenDtype::I32 => self.scratch.extend_from_slice(&(t as i32).to_le_bytes()),
             }
         }
-        self.bin.write_all(&self.scratch).with_path(&self.bin_path)?;
+        self.bin
+            .write_all(&self.scratch)
+            .with_path(&self.bin_path)?;
         self.lengths.push(len);
         Ok(())
     }
@@ -208,7 +210,9 @@ impl IndexWriter {
     fn pointers_from(&mut self, lengths: impl Iterator<Item = i32>) -> Result<i64> {
         let mut at = 0i64;
         for l in lengths {
-            self.out.write_all(&at.to_le_bytes()).with_path(&self.path)?;
+            self.out
+                .write_all(&at.to_le_bytes())
+                .with_path(&self.path)?;
             at += l as i64 * self.dtype.size() as i64;
         }
         Ok(at)
@@ -258,7 +262,10 @@ fn read_header(path: &Path, r: &mut impl Read) -> Result<IndexHeader> {
     r.read_exact(&mut b)
         .map_err(|_| Error::file(path, "too short for a Megatron index header"))?;
     if &b[..9] != INDEX_MAGIC {
-        return Err(Error::file(path, "not a Megatron index (no MMIDIDX header)"));
+        return Err(Error::file(
+            path,
+            "not a Megatron index (no MMIDIDX header)",
+        ));
     }
     let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
     let version = u64_at(9);
@@ -283,7 +290,10 @@ fn read_header(path: &Path, r: &mut impl Read) -> Result<IndexHeader> {
         documents: u64_at(26),
     };
     if header.documents == 0 {
-        return Err(Error::file(path, "document count 0 (the indices start with 0)"));
+        return Err(Error::file(
+            path,
+            "document count 0 (the indices start with 0)",
+        ));
     }
     Ok(header)
 }
@@ -411,7 +421,9 @@ pub fn merge_megatron(prefixes: &[PathBuf], out_prefix: &Path) -> Result<u64> {
                 format!("{size} bytes, the header's counts need {}", h.end()),
             ));
         }
-        if let Some(first) = headers.first().map(|(_, h): &(PathBuf, IndexHeader)| h.dtype)
+        if let Some(first) = headers
+            .first()
+            .map(|(_, h): &(PathBuf, IndexHeader)| h.dtype)
             && first != h.dtype
         {
             return Err(Error::file(

@@ -87,7 +87,7 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray> {
     }
     let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
     let start = 10 + header_len;
-    if bytes.len() < start || start % ALIGN != 0 {
+    if bytes.len() < start || !start.is_multiple_of(ALIGN) {
         return Err(bad("header length out of range or unaligned"));
     }
     let header =
@@ -103,12 +103,17 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray> {
         return Err(bad("dtype is neither <u2 nor <u4"));
     };
     let shape_at = header.find("'shape': (").ok_or_else(|| bad("no shape"))? + 10;
-    let shape_end = header[shape_at..].find(')').ok_or_else(|| bad("unterminated shape"))?;
+    let shape_end = header[shape_at..]
+        .find(')')
+        .ok_or_else(|| bad("unterminated shape"))?;
     let dims: Vec<usize> = header[shape_at..shape_at + shape_end]
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(|_| bad("shape is not a tuple of integers")))
+        .map(|s| {
+            s.parse()
+                .map_err(|_| bad("shape is not a tuple of integers"))
+        })
         .collect::<Result<_>>()?;
     let [rows, cols] = dims[..] else {
         return Err(bad("array is not 2-D"));
@@ -178,8 +183,8 @@ impl NpyWriter {
 /// `rel_path` without its extension, refused if it could leave the shard directory.
 fn relative_stem(item: &EncodedItem) -> Result<PathBuf> {
     let rel = &item.item.rel_path;
-    let safe = !rel.as_os_str().is_empty()
-        && rel.components().all(|c| matches!(c, Component::Normal(_)));
+    let safe =
+        !rel.as_os_str().is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
     if !safe {
         return Err(Error::file(
             &item.item.source,
@@ -252,10 +257,12 @@ mod tests {
     #[test]
     fn exact_header_text() {
         let bytes = encode_npy(&[1, 2], [1, 2], CodeWidth::U16).unwrap();
-        let header = std::str::from_utf8(&bytes[10..64]).unwrap();
+        // The dict is 60 bytes: 10 + 60 + '\n' pads to 128.
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 118);
+        let header = std::str::from_utf8(&bytes[10..128]).unwrap();
         assert!(header.starts_with("{'descr': '<u2', 'fortran_order': False, 'shape': (1, 2), }"));
         assert!(header.ends_with(" \n"));
-        assert_eq!(&bytes[64..], &[1, 0, 2, 0]);
+        assert_eq!(&bytes[128..], &[1, 0, 2, 0]);
     }
 
     #[test]

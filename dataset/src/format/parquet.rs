@@ -152,7 +152,10 @@ pub struct ParquetWriter {
 fn key_value_metadata(context: &WriterContext) -> Result<Vec<KeyValue>> {
     let layout = &context.layout;
     Ok(vec![
-        KeyValue::new("tessera.format".into(), "tessera.dataset.parquet".to_string()),
+        KeyValue::new(
+            "tessera.format".into(),
+            "tessera.dataset.parquet".to_string(),
+        ),
         KeyValue::new(
             "tessera.format_version".into(),
             PARQUET_FORMAT_VERSION.to_string(),
@@ -256,7 +259,9 @@ impl ParquetWriter {
         self.writer
             .write(&batch)
             .map_err(|e| Error::file(&self.path, e))?;
-        self.writer.flush().map_err(|e| Error::file(&self.path, e))?;
+        self.writer
+            .flush()
+            .map_err(|e| Error::file(&self.path, e))?;
         self.rows = 0;
         self.code_bytes = 0;
         Ok(())
@@ -300,7 +305,10 @@ impl ShardWriter for ParquetWriter {
     fn finish(mut self: Box<Self>) -> Result<Vec<PathBuf>> {
         self.flush_row_group()?;
         let path = self.path.clone();
-        let mut w = self.writer.into_inner().map_err(|e| Error::file(&path, e))?;
+        let mut w = self
+            .writer
+            .into_inner()
+            .map_err(|e| Error::file(&path, e))?;
         w.flush().with_path(&path)?;
         let file = w.into_inner().map_err(|e| Error::file(&path, e.error()))?;
         file.sync_all().with_path(&path)?;
