@@ -163,6 +163,17 @@ fn parquet_uses_u32_when_codebooks_exceed_u16() {
 }
 
 #[test]
+fn parquet_keeps_u16_up_to_65536_entries() {
+    let spec = edge();
+    let ctx = context(&spec);
+    let items = items(&spec);
+    assert_eq!(level(&items[0], 0)[0][0], 65_535);
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_shard(Format::Parquet, dir.path(), 0, &ctx, &items);
+    check_parquet(&dir.path().join(&files[0]), &ctx, &items, DataType::UInt16);
+}
+
+#[test]
 fn parquet_cuts_row_groups_by_items_and_by_bytes() {
     let spec = snac();
     let ctx = context(&spec);
@@ -203,7 +214,7 @@ fn parquet_cuts_row_groups_by_items_and_by_bytes() {
 
 #[test]
 fn webdataset_round_trip() {
-    for spec in [snac(), mimi(), wide()] {
+    for spec in [snac(), mimi(), wide(), edge()] {
         let ctx = context(&spec);
         let items = items(&spec);
         let dir = tempfile::tempdir().unwrap();
@@ -448,7 +459,7 @@ fn megatron_merge_refuses_inconsistent_shards() {
 
 #[test]
 fn npy_mirrors_the_input_tree() {
-    for spec in [snac(), wide()] {
+    for spec in [snac(), wide(), edge()] {
         let ctx = context(&spec);
         let items = items(&spec);
         let dir = tempfile::tempdir().unwrap();
@@ -568,4 +579,52 @@ fn every_format_refuses_codes_of_another_shape() {
         w.write(&item(&snac(), "ok", "ok.wav", None, 2)).unwrap();
         w.finish().unwrap();
     }
+}
+
+// ---------------------------------------------------------------- documentation
+
+#[test]
+fn documented_snac_example_flattens_as_documented() {
+    // The worked example of docs/dataset-formats.md.
+    use candle_core::{Device, Tensor};
+    let levels = vec![
+        Tensor::new(vec![vec![10u32, 20]], &Device::Cpu).unwrap(),
+        Tensor::new(vec![vec![1u32, 2, 3, 4]], &Device::Cpu).unwrap(),
+        Tensor::new(vec![vec![5u32, 6, 7, 8, 9, 10, 11, 12]], &Device::Cpu).unwrap(),
+    ];
+    let meta = tessera_core::CodesMeta {
+        tokenizer: "snac_24khz".into(),
+        tokenizer_version: String::new(),
+        sample_rate: Some(24_000),
+        n_samples: Some(4000),
+        image_size: None,
+        frame_rates: vec![12.0, 24.0, 48.0],
+        codebook_sizes: vec![4096; 3],
+        extra: Default::default(),
+    };
+    let codes = tessera_core::Codes::new(levels, meta).unwrap();
+    let layout = context(&snac()).layout;
+    assert_eq!(layout.offsets, vec![vec![0], vec![4096], vec![8192]]);
+    assert_eq!((layout.vocab_size, layout.tokens_per_step), (12288, 7));
+    assert_eq!(layout.frames_per_step, vec![1, 2, 4]);
+    assert_eq!(
+        layout.flatten(&codes).unwrap(),
+        vec![
+            10, 4097, 4098, 8197, 8198, 8199, 8200, //
+            20, 4099, 4100, 8201, 8202, 8203, 8204
+        ]
+    );
+    let mimi = context(&mimi()).layout;
+    assert_eq!(
+        mimi.offsets[0],
+        (0..8).map(|q| q * 2048).collect::<Vec<u64>>()
+    );
+    assert_eq!(mimi.vocab_size, 16384);
+}
+
+#[test]
+fn code_width_boundary_is_65536_entries() {
+    assert_eq!(CodeWidth::for_codebook(65_536), CodeWidth::U16);
+    assert_eq!(CodeWidth::for_codebook(65_537), CodeWidth::U32);
+    assert_eq!(CodeWidth::for_codebook(1), CodeWidth::U16);
 }

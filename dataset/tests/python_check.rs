@@ -98,7 +98,12 @@ fn python_readers_accept_every_format() {
     };
     std::fs::create_dir_all(&root).unwrap();
     let mut expected = serde_json::Map::new();
-    for (name, spec) in [("snac", snac()), ("mimi", mimi()), ("wide", wide())] {
+    for (name, spec) in [
+        ("snac", snac()),
+        ("mimi", mimi()),
+        ("edge", edge()),
+        ("wide", wide()),
+    ] {
         expected.insert(name.into(), write_fixtures(&root, name, &spec));
     }
     std::fs::write(

@@ -55,6 +55,17 @@ pub fn wide() -> Spec {
     }
 }
 
+/// The largest codebooks that still fit u16 (codes up to 65535; uint16 Megatron tokens too).
+pub fn edge() -> Spec {
+    Spec {
+        tokenizer: "edge_test",
+        sample_rate: 16_000,
+        n_q: vec![1],
+        sizes: vec![65_536],
+        rates: vec![25.0],
+    }
+}
+
 pub fn context(spec: &Spec) -> WriterContext {
     WriterContext {
         tokenizer: spec.tokenizer.into(),
