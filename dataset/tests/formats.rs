@@ -198,16 +198,17 @@ fn parquet_cuts_row_groups_by_items_and_by_bytes() {
         groups
     };
     let by_items = row_groups(RowGroupLimits {
-        items: 3,
+        items: 4,
         code_bytes: usize::MAX,
     });
-    assert_eq!(by_items, vec![3, 1]);
-    // Every item holds at least 7 codes (14 bytes): a 1-byte budget closes a group per item.
+    assert_eq!(by_items, vec![4, 2]);
+    // A 1-byte budget closes a group after every item with codes; the item without frames holds
+    // no bytes and joins the next one.
     let by_bytes = row_groups(RowGroupLimits {
         items: usize::MAX,
         code_bytes: 1,
     });
-    assert_eq!(by_bytes, vec![1, 1, 1, 1]);
+    assert_eq!(by_bytes, vec![1, 1, 1, 2, 1]);
 }
 
 // ---------------------------------------------------------------- WebDataset
@@ -466,7 +467,14 @@ fn npy_mirrors_the_input_tree() {
         let files = write_shard(Format::Npy, dir.path(), 5, &ctx, &items);
         assert_eq!(files, vec![PathBuf::from("data-00005-of-00008")]);
         let root = dir.path().join(&files[0]);
-        let expected_stems = ["spk1/utt1", "spk1/utt2", "top", "spk2/deep/a.b"];
+        let expected_stems = [
+            "spk1/utt1",
+            "spk1/utt2",
+            "top",
+            "empty",
+            "spk2/deep/a.b",
+            "spk2/b",
+        ];
         let n_levels = spec.n_q.len();
         assert_eq!(tree(&root).len(), items.len() * n_levels);
         for (it, stem) in items.iter().zip(expected_stems) {

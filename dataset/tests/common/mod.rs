@@ -148,13 +148,16 @@ pub fn item(spec: &Spec, id: &str, rel: &str, text: Option<&str>, steps: usize) 
     }
 }
 
-/// Four items: with and without text, different lengths, nested and top-level paths.
+/// Six items: with and without text, different lengths (one without frames at all), nested and
+/// top-level paths, a dot in a directory-free file stem.
 pub fn items(spec: &Spec) -> Vec<EncodedItem> {
     vec![
         item(spec, "spk1_utt1", "spk1/utt1.wav", Some("hello there"), 3),
         item(spec, "spk1_utt2", "spk1/utt2.flac", None, 5),
         item(spec, "top", "top.wav", Some("ünïcödé text"), 1),
+        item(spec, "empty", "empty.wav", Some(""), 0),
         item(spec, "spk2_a", "spk2/deep/a.b.wav", None, 4),
+        item(spec, "spk2_b", "spk2/b.ogg", Some("second speaker"), 2),
     ]
 }
 
