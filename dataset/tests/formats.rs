@@ -491,6 +491,19 @@ fn npy_mirrors_the_input_tree() {
 }
 
 #[test]
+fn npy_starts_from_an_empty_tree() {
+    let spec = mimi();
+    let ctx = context(&spec);
+    let dir = tempfile::tempdir().unwrap();
+    let stale = dir.path().join("data-00000-of-00008/old/stale.codes_0.npy");
+    std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
+    std::fs::write(&stale, b"left by an interrupted attempt").unwrap();
+    write_shard(Format::Npy, dir.path(), 0, &ctx, &items(&spec)[..1]);
+    assert!(!stale.exists());
+    assert_eq!(tree(dir.path()).len(), 1);
+}
+
+#[test]
 fn npy_refuses_colliding_and_escaping_paths() {
     let spec = mimi();
     let ctx = context(&spec);

@@ -170,6 +170,12 @@ impl NpyWriter {
     pub fn create(target: &ShardTarget) -> Result<Self> {
         let stem = target.shard.stem();
         let root = target.staging.join(&stem);
+        // A directory left by an interrupted attempt at this shard may hold files of items this
+        // run will not write; start from nothing so that the finished tree is exactly this run's
+        // (the file formats get the same from File::create's truncation).
+        if root.exists() {
+            fs::remove_dir_all(&root).with_path(&root)?;
+        }
         fs::create_dir_all(&root).with_path(&root)?;
         Ok(Self {
             context: target.context.clone(),
