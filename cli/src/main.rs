@@ -2,7 +2,8 @@
 //!
 //! This binary is thin: it parses arguments, calls the libraries and reports. Exit status 0 on
 //! success, 1 when any input failed (each failure one `error: PATH: REASON` line on stderr),
-//! 2 for usage errors.
+//! 2 for usage errors, and 3 when `dataset tokenize` finished but some items failed (they are
+//! recorded under OUT/errors/; the count is on stderr and in the `--json` summary).
 
 mod commands;
 mod log;
@@ -74,6 +75,14 @@ enum Command {
     /// Decode a codes file back to audio (WAV), trimmed to the original length.
     Decode(commands::decode::DecodeArgs),
 
+    /// Tokenise audio datasets into sharded Parquet, WebDataset, Megatron or npy output.
+    ///
+    /// `tokenize` encodes the inputs (files, directories, @lists, JSONL manifests) shard by
+    /// shard, resumable and safe to run as many workers (Slurm arrays, Kubernetes Indexed Jobs,
+    /// Ray); `merge` writes manifest.json (and the combined Megatron index) when all shards are
+    /// done; `status` shows what is done, missing and failed.
+    Dataset(commands::dataset::DatasetArgs),
+
     /// Run a decoder checkpoint (Llama, Qwen2/3, Gemma 3, MiMo): generate tokens, score a prompt.
     Lm(commands::lm::LmArgs),
 }
@@ -98,10 +107,14 @@ fn main() -> ExitCode {
         Command::Codecs(args) => commands::codecs::run(&args),
         Command::Encode(args) => commands::encode::run(&args, &cli.global),
         Command::Decode(args) => commands::decode::run(&args, &cli.global),
+        Command::Dataset(args) => commands::dataset::run(&args, &cli.global),
         Command::Lm(args) => commands::lm::run(&args, &cli.global),
     };
     match outcome {
         Ok(0) => ExitCode::SUCCESS,
+        Ok(commands::dataset::ITEMS_FAILED) => {
+            ExitCode::from(commands::dataset::ITEMS_FAILED as u8)
+        }
         Ok(_failures) => ExitCode::from(1),
         Err(e) => {
             output::error_line(&e);

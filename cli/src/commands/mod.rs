@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod codecs;
+pub mod dataset;
 pub mod decode;
 pub mod encode;
 pub mod info;
