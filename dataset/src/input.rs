@@ -21,6 +21,7 @@ use serde::Deserialize;
 use tessera_core::{Error, Result, WithPath};
 
 use crate::item::Item;
+use crate::remote::Buckets;
 
 /// Extensions (lower case) that directory discovery treats as audio. Opus is listed although
 /// it cannot be decoded yet, so that such files show up as recorded failures instead of being
@@ -33,13 +34,19 @@ pub const AUDIO_EXTENSIONS: &[&str] = &[
 /// Manifest lines larger than this are refused (a corrupt file, not a manifest).
 const MAX_MANIFEST_LINE: usize = 1 << 20;
 
-/// Every item named by `args`, sorted by source, ids unique.
-pub fn discover(args: &[String]) -> Result<Vec<Item>> {
+/// Every item named by `args`, sorted by source, ids unique. Object-store URLs are listed
+/// through `buckets`.
+pub fn discover_with(args: &[String], buckets: &Buckets) -> Result<Vec<Item>> {
     if args.is_empty() {
         return Err(Error::invalid("no inputs given"));
     }
     let mut items = Vec::new();
     for arg in args {
+        if crate::store::is_url(arg) && !arg.starts_with("file://") {
+            items.extend(buckets.discover(arg)?);
+            continue;
+        }
+        let arg = arg.strip_prefix("file://").unwrap_or(arg);
         if let Some(list) = arg.strip_prefix('@') {
             items.extend(read_list(Path::new(list))?);
             continue;
@@ -58,6 +65,11 @@ pub fn discover(args: &[String]) -> Result<Vec<Item>> {
     items.dedup_by(|a, b| a.source == b.source);
     unique_ids(&mut items);
     Ok(items)
+}
+
+/// [`discover_with`] for local inputs (URLs open their buckets on the way).
+pub fn discover(args: &[String]) -> Result<Vec<Item>> {
+    discover_with(args, &Buckets::default())
 }
 
 fn is_manifest(path: &Path) -> bool {
@@ -195,7 +207,7 @@ fn read_manifest(manifest: &Path) -> Result<Vec<Item>> {
 
 /// An id from a relative path: the extension dropped, separators kept as `/`, and characters
 /// that WebDataset or file systems treat specially replaced by `_`.
-fn id_from(rel_path: &Path) -> String {
+pub(crate) fn id_from(rel_path: &Path) -> String {
     let stem = rel_path.with_extension("");
     let parts: Vec<String> = stem
         .components()

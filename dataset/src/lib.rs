@@ -19,6 +19,7 @@ pub mod item;
 pub mod layout;
 pub mod marker;
 pub mod merge;
+pub mod remote;
 pub mod shard;
 pub mod status;
 pub mod store;

@@ -28,8 +28,9 @@ use crate::format::{Format, ShardName, ShardTarget, WriterContext, open_writer};
 use crate::item::{EncodedItem, Item};
 use crate::layout::TokenLayout;
 use crate::marker::{self, FailedItem, Plan, ShardDone};
+use crate::remote::Buckets;
 use crate::shard::{ShardAssignment, shard_range};
-use crate::store::{Store, discard_staging};
+use crate::store::{Store, discard_staging, is_url};
 
 /// How to tokenise.
 #[derive(Debug, Clone)]
@@ -302,9 +303,12 @@ impl Job<'_> {
             audio_seconds: 0.0,
             tokens: 0,
         };
+        let buckets = Buckets::default();
         let reader = WindowReader {
             codec: self.codec,
             options: &self.options,
+            buckets: &buckets,
+            fetch_dir: staging,
         };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.options.jobs)
@@ -456,6 +460,17 @@ type Decoded = Result<(Tensor, u32)>;
 struct WindowReader<'a> {
     codec: &'a dyn AudioCodec,
     options: &'a TokenizeOptions,
+    /// Object stores of URL inputs, and where their objects are fetched to.
+    buckets: &'a Buckets,
+    fetch_dir: &'a Path,
+}
+
+/// Deletes a fetched input when decoding is done with it.
+struct Fetched(std::path::PathBuf);
+impl Drop for Fetched {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 impl WindowReader<'_> {
@@ -477,7 +492,8 @@ impl WindowReader<'_> {
             let decoded: Vec<Decoded> = pool.install(|| {
                 items[start..end]
                     .par_iter()
-                    .map(|it| self.load(it))
+                    .enumerate()
+                    .map(|(i, it)| self.load(it, start + i))
                     .collect()
             });
             for (offset, d) in decoded.into_iter().enumerate() {
@@ -499,14 +515,30 @@ impl WindowReader<'_> {
         }
     }
 
-    fn load(&self, item: &Item) -> Decoded {
+    fn load(&self, item: &Item, index: usize) -> Decoded {
+        if !is_url(&item.source) {
+            return self.load_path(item, Path::new(&item.source));
+        }
+        let local = Fetched(self.buckets.fetch(
+            &item.source,
+            self.fetch_dir,
+            &format!("input{index}"),
+        )?);
+        // Errors name the object, not the temporary copy.
+        self.load_path(item, &local.0).map_err(|e| match e {
+            Error::File { reason, .. } => Error::file(&item.source, reason),
+            other => other.with_path(&item.source),
+        })
+    }
+
+    fn load_path(&self, item: &Item, path: &Path) -> Decoded {
         let codec = self.codec;
         let mode = if codec.channels() == 1 {
             ChannelMode::Mono
         } else {
             ChannelMode::Keep
         };
-        let mut reader = ResamplingReader::open(&item.source, codec.sample_rate(), mode)?;
+        let mut reader = ResamplingReader::open(path, codec.sample_rate(), mode)?;
         let source_rate = reader.info().sample_rate;
         // Refuse over-long items before holding them: the header's count is enough to know.
         if let Some(frames) = reader.info().frames {

@@ -69,6 +69,28 @@ impl ObjectStoreOutput {
         Error::file(format!("{}/{key}", self.url), one_line(&e))
     }
 
+    /// Copy the object `key` to the local file `dest`.
+    pub fn fetch_to_local(&self, key: &str, dest: &Path) -> Result<()> {
+        Store::fetch_to(self, key, dest)
+    }
+
+    /// Every object key below `prefix` (recursively), relative to this store's root, sorted.
+    pub fn list_recursive(&self, prefix: &str) -> Result<Vec<String>> {
+        let location = self.location(prefix);
+        let base = self.prefix.as_ref().len();
+        self.runtime.block_on(async {
+            let mut out = Vec::new();
+            let mut stream = self.store.list(Some(&location));
+            while let Some(meta) = stream.next().await {
+                let p = meta.map_err(|e| self.err(prefix, e))?.location;
+                let s = p.as_ref();
+                out.push(s[base.min(s.len())..].trim_start_matches('/').to_string());
+            }
+            out.sort();
+            Ok(out)
+        })
+    }
+
     fn upload_file(&self, key: &str, local: &Path) -> Result<()> {
         let location = self.location(key);
         self.runtime.block_on(async {
@@ -248,7 +270,13 @@ mod tempfile_dir {
 
     impl TempRoot {
         pub fn new() -> Result<Self> {
-            let dir = std::env::temp_dir().join(format!("tessera-upload-{}", std::process::id()));
+            // One per store: input buckets and the output each remove theirs on drop.
+            static STORES: AtomicU64 = AtomicU64::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "tessera-upload-{}-{}",
+                std::process::id(),
+                STORES.fetch_add(1, Ordering::Relaxed)
+            ));
             std::fs::create_dir_all(&dir).with_path(&dir)?;
             Ok(Self {
                 dir,
