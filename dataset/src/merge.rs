@@ -114,6 +114,8 @@ pub fn merge(store: &dyn Store) -> Result<Manifest> {
         megatron,
     };
     store.put_bytes(marker::MANIFEST_KEY, &marker::to_json(&manifest))?;
+    // Every shard is done, so nothing staged belongs to a running worker.
+    store.clear_staging()?;
     Ok(manifest)
 }
 

@@ -133,6 +133,10 @@ impl Job<'_> {
             summary.shards_done += 1;
             add(&mut summary, &done);
         }
+        if self.shards.index.is_none() {
+            // This process made every shard: whatever is still staged is a killed run's.
+            self.store.clear_staging()?;
+        }
         Ok(summary)
     }
 

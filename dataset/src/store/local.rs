@@ -78,7 +78,11 @@ impl Store for LocalStore {
     fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {
         let path = self.path(key)?;
         Self::make_parent(&path)?;
-        let tmp = path.with_file_name(unique(".tmp"));
+        // Written inside the staging area, so that a kill between write and rename leaves
+        // nothing among the outputs.
+        let staging = self.root.join(STAGING);
+        fs::create_dir_all(&staging).with_path(&staging)?;
+        let tmp = staging.join(unique("file"));
         fs::write(&tmp, bytes).with_path(&tmp)?;
         fs::rename(&tmp, &path).with_path(&path)
     }
@@ -137,5 +141,13 @@ impl Store for LocalStore {
         let path = self.path(key)?;
         fs::copy(&path, dest).with_path(&path)?;
         Ok(())
+    }
+
+    fn clear_staging(&self) -> Result<()> {
+        let staging = self.root.join(STAGING);
+        match fs::remove_dir_all(&staging) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::file(&staging, e)),
+            _ => Ok(()),
+        }
     }
 }

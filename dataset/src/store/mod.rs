@@ -42,6 +42,10 @@ pub trait Store: Send + Sync {
 
     /// Copy `key` to the local file `dest` (for merging shards), streaming.
     fn fetch_to(&self, key: &str, dest: &Path) -> Result<()>;
+
+    /// Remove what killed workers left in the staging area. Only safe when no other worker
+    /// is running on this output (a process that made every shard, or `merge`).
+    fn clear_staging(&self) -> Result<()>;
 }
 
 /// Open `--out`: `s3://`, `gs://`, `az://` (and `abfs://`, `azure://`) URLs go to the object
@@ -63,14 +67,11 @@ pub fn open(out: &str) -> Result<Box<dyn Store>> {
     Ok(Box::new(LocalStore::create(Path::new(out))?))
 }
 
-/// Remove a directory from [`Store::staging_dir`], and its parent if no other worker is
-/// staging there any more.
+/// Remove a directory from [`Store::staging_dir`]. The staging area itself stays: another
+/// worker may be creating its own directory there at this moment ([`Store::clear_staging`]
+/// removes it when that cannot happen).
 pub fn discard_staging(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
-    if let Some(parent) = dir.parent() {
-        // Fails while another worker stages there: expected.
-        let _ = std::fs::remove_dir(parent);
-    }
 }
 
 /// Whether an input argument names an object in an object store rather than a local path.

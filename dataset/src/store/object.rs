@@ -225,6 +225,12 @@ impl Store for ObjectStoreOutput {
         self.staging.fresh()
     }
 
+    fn clear_staging(&self) -> Result<()> {
+        // Staging is a private local directory per process, removed when the store drops;
+        // uploads that a kill interrupted never became objects.
+        Ok(())
+    }
+
     fn fetch_to(&self, key: &str, dest: &Path) -> Result<()> {
         let location = self.location(key);
         self.runtime.block_on(async {

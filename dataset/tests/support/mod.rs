@@ -77,7 +77,7 @@ pub fn write_corpus(dir: &Path, n_good: usize) -> Vec<PathBuf> {
     vec![empty, text, short]
 }
 
-/// Every file below `root` (except staging leftovers) and its bytes, by relative path.
+/// Every file below `root` and its bytes, by relative path.
 pub fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
         for entry in fs::read_dir(dir).unwrap() {
@@ -87,9 +87,6 @@ pub fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
                 .unwrap()
                 .to_string_lossy()
                 .into_owned();
-            if rel.starts_with(".staging") {
-                continue;
-            }
             if path.is_dir() {
                 walk(root, &path, out);
             } else {
