@@ -18,7 +18,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 for pair in "snac:$snac" "mimi:$mimi"; do
     family=${pair%%:*}; dir=${pair#*:}
-    target/release/examples/dataset_throughput "$dir" "$corpus" parquet | tee "$tmp/$family.rust.json"
+    target/release/examples/dataset_throughput "$dir" "$corpus" parquet "${REPS:-3}" | tee "$tmp/$family.rust.json"
     "$py" benches/compare/dataset_python_loop.py "$family" "$dir" "$corpus" "$tmp/py-$family" "$threads" \
         | tee "$tmp/$family.py.json"
     "$py" - "$tmp/$family.rust.json" "$tmp/$family.py.json" <<'PY'
