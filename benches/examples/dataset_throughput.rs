@@ -35,7 +35,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
-        eprintln!("usage: dataset_throughput CODEC_DIR INPUT_DIR [parquet|webdataset|megatron|npy]");
+        eprintln!(
+            "usage: dataset_throughput CODEC_DIR INPUT_DIR [parquet|webdataset|megatron|npy]"
+        );
         std::process::exit(2);
     }
     let codec = load_dir(Path::new(&args[0]), &Device::Cpu).expect("codec");
@@ -44,7 +46,9 @@ fn main() {
         .and_then(|f| Format::parse(f))
         .unwrap_or(Format::Parquet);
     let items = input::discover(&args[1..2]).expect("inputs");
-    let reps: usize = args.get(3).map_or(3, |r| r.parse().expect("REPS is a number"));
+    let reps: usize = args
+        .get(3)
+        .map_or(3, |r| r.parse().expect("REPS is a number"));
     let options = TokenizeOptions {
         format,
         ..TokenizeOptions::default()

@@ -154,6 +154,19 @@ impl Job<'_> {
                 o.jobs
             )));
         }
+        if !(o.max_seconds.is_finite() && o.max_seconds > 0.0) {
+            return Err(Error::invalid(format!(
+                "--max-seconds must be a positive number, got {}",
+                o.max_seconds
+            )));
+        }
+        if let Some(m) = o.min_seconds
+            && !(m.is_finite() && (0.0..o.max_seconds).contains(&m))
+        {
+            return Err(Error::invalid(format!(
+                "--min-seconds must be between 0 and --max-seconds, got {m}"
+            )));
+        }
         if o.max_batch == 0 {
             return Err(Error::invalid("the batch size must be at least 1"));
         }

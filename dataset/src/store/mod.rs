@@ -79,3 +79,42 @@ pub fn is_url(arg: &str) -> bool {
     arg.split_once("://")
         .is_some_and(|(scheme, _)| scheme.chars().all(|c| c.is_ascii_alphanumeric()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_locations() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("out");
+        assert_eq!(
+            open(&plain.display().to_string()).unwrap().describe(),
+            plain.display().to_string()
+        );
+        let url = format!("file://{}", dir.path().join("out2").display());
+        assert!(open(&url).is_ok());
+        let e = open("ftp://host/x").err().unwrap().to_string();
+        assert!(e.contains("unsupported URL scheme 'ftp://'"), "{e}");
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let e = open(&file.display().to_string()).err().unwrap().to_string();
+        assert!(e.contains("not a directory"), "{e}");
+        assert!(is_url("s3://b/k") && is_url("gs://b") && !is_url("dir/file.wav"));
+    }
+
+    #[test]
+    fn local_keys_cannot_escape_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::create(dir.path()).unwrap();
+        for bad in ["../x", "a//b", "/abs", "a/./b"] {
+            assert!(store.put_bytes(bad, b"x").is_err(), "{bad}");
+        }
+        store.put_bytes("a/b.json", b"{}").unwrap();
+        assert_eq!(store.read("a/b.json").unwrap().as_deref(), Some(&b"{}"[..]));
+        assert_eq!(store.read("a/missing").unwrap(), None);
+        assert_eq!(store.list("a/").unwrap(), vec!["a/b.json".to_string()]);
+        store.remove("a").unwrap();
+        assert_eq!(store.read("a/b.json").unwrap(), None);
+    }
+}
