@@ -310,10 +310,14 @@ fn main() -> Result<()> {
         s.parse()
             .map_err(|_| Error::invalid(format!("'{s}' is not a duration; {USAGE}")))
     })?;
-    let reps: usize = args.get(3).map_or(Ok(3), |s| {
-        s.parse()
-            .map_err(|_| Error::invalid(format!("'{s}' is not a count; {USAGE}")))
-    })?;
+    let reps: Option<usize> = match args.get(3).map(String::as_str) {
+        None => Some(3),
+        Some("stdin") => None,
+        Some(s) => Some(
+            s.parse()
+                .map_err(|_| Error::invalid(format!("'{s}' is not a count; {USAGE}")))?,
+        ),
+    };
     let n_q: Option<usize> = match args.get(4).map(String::as_str) {
         None | Some("all") => None,
         Some(s) => Some(
@@ -335,7 +339,7 @@ fn main() -> Result<()> {
     let audio = Tensor::from_vec(samples.clone(), (1, 1, samples.len()), &Device::Cpu)?;
     let threads = candle_core::utils::get_num_threads();
 
-    let mut runners: Vec<(String, Box<dyn Runner>)> = Vec::new();
+    let mut runners: Named = Vec::new();
     for name in &impls {
         match name.as_str() {
             "tessera" => runners.push((
@@ -365,17 +369,50 @@ fn main() -> Result<()> {
         r.encode(&audio)?;
         r.decode()?;
     }
+    let Some(reps) = reps else {
+        // Served mode: one repetition per input line, each reported on its own.
+        println!("{{\"ready\": true}}");
+        for line in std::io::stdin().lines() {
+            let line = line.map_err(|e| Error::invalid(format!("stdin: {e}")))?;
+            if line.trim() == "quit" {
+                break;
+            }
+            let times = repeat(&mut runners, &audio, 1)?;
+            report(&runners, &times, &family, threads, seconds);
+            println!("{{\"done\": true}}");
+        }
+        return Ok(());
+    };
+    let times = repeat(&mut runners, &audio, reps)?;
+    report(&runners, &times, &family, threads, seconds);
+    Ok(())
+}
+
+type Named = Vec<(String, Box<dyn Runner>)>;
+
+/// Seconds of each repetition's encode and decode, per runner; the runners take turns.
+fn repeat(runners: &mut Named, audio: &Tensor, reps: usize) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
     let mut times = vec![(Vec::new(), Vec::new()); runners.len()];
     for _ in 0..reps {
         for ((_, r), (enc, dec)) in runners.iter_mut().zip(times.iter_mut()) {
             let t = Instant::now();
-            r.encode(&audio)?;
+            r.encode(audio)?;
             enc.push(t.elapsed().as_secs_f64());
             let t = Instant::now();
             r.decode()?;
             dec.push(t.elapsed().as_secs_f64());
         }
     }
+    Ok(times)
+}
+
+fn report(
+    runners: &Named,
+    times: &[(Vec<f64>, Vec<f64>)],
+    family: &str,
+    threads: usize,
+    seconds: f64,
+) {
     for ((name, _), (enc, dec)) in runners.iter().zip(times.iter()) {
         for (op, ts) in [("encode", enc), ("decode", dec)] {
             let med = median(ts);
@@ -388,5 +425,4 @@ fn main() -> Result<()> {
             );
         }
     }
-    Ok(())
 }
