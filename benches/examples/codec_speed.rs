@@ -127,7 +127,10 @@ impl Runner for CandleMimi {
 
     fn decode(&mut self) -> Result<()> {
         self.model.reset_state();
-        let codes = self.codes.as_ref().ok_or_else(|| Error::invalid("decode before encode"))?;
+        let codes = self
+            .codes
+            .as_ref()
+            .ok_or_else(|| Error::invalid("decode before encode"))?;
         std::hint::black_box(self.model.decode(codes)?);
         Ok(())
     }
@@ -145,7 +148,10 @@ impl Runner for CandleEncodec {
     }
 
     fn decode(&mut self) -> Result<()> {
-        let codes = self.codes.as_ref().ok_or_else(|| Error::invalid("decode before encode"))?;
+        let codes = self
+            .codes
+            .as_ref()
+            .ok_or_else(|| Error::invalid("decode before encode"))?;
         std::hint::black_box(self.model.decode(codes)?);
         Ok(())
     }
@@ -194,9 +200,11 @@ fn candle_peer(
             let model = ct_encodec::Model::new(&cfg, safetensors_vb(dir)?)?;
             Ok(Box::new(CandleEncodec { model, codes: None }))
         }
-        "dac" => Err("candle-transformers' DAC loads the original descript layout (block.N, \
+        "dac" => Err(
+            "candle-transformers' DAC loads the original descript layout (block.N, \
                       weight_g/weight_v), not the hub's transformers layout, and has no encode"
-            .into()),
+                .into(),
+        ),
         other => Err(format!("no candle-transformers model for family {other}")),
     })
 }
@@ -223,7 +231,8 @@ fn candle_encodec_config(config: &Value, n_q: Option<usize>) -> Result<ct_encode
                     .collect()
             })
     };
-    let bool_of = |k: &str, default: bool| config.get(k).and_then(Value::as_bool).unwrap_or(default);
+    let bool_of =
+        |k: &str, default: bool| config.get(k).and_then(Value::as_bool).unwrap_or(default);
     let mut cfg = ct_encodec::Config {
         target_bandwidths: config
             .get("target_bandwidths")

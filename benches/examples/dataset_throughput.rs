@@ -27,7 +27,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
-        eprintln!("usage: dataset_throughput CODEC_DIR INPUT_DIR [parquet|webdataset|megatron|npy]");
+        eprintln!(
+            "usage: dataset_throughput CODEC_DIR INPUT_DIR [parquet|webdataset|megatron|npy]"
+        );
         std::process::exit(2);
     }
     let codec = load_dir(Path::new(&args[0]), &Device::Cpu).expect("codec");
