@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Tensor};
 use tessera_core::{Codes, CodesMeta, Error, Result};
 
+use crate::stream::{DecodeStream, EncodeStream, WholeDecodeStream, WholeEncodeStream};
+
 /// What one level of codes looks like.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LevelSpec {
@@ -97,6 +99,26 @@ pub trait AudioCodec: Send + Sync {
     /// Codes (one `[B, n_q, T_k]` u32 tensor per level) -> audio `[B, C, T]` f32, `T` covering
     /// the padded input.
     fn decode(&self, levels: &[Tensor], opts: &DecodeOptions) -> Result<Tensor>;
+
+    /// A stream encoding one clip piece by piece into exactly the codes of [`Self::encode`].
+    /// The default collects the whole clip (see [`WholeEncodeStream`]); families that stream or
+    /// window override it and keep memory bounded.
+    fn encode_stream(&self, opts: &EncodeOptions) -> Result<Box<dyn EncodeStream + '_>> {
+        Ok(Box::new(WholeEncodeStream::new(self, opts)))
+    }
+
+    /// A stream decoding one clip's codes piece by piece into exactly the audio of
+    /// [`Self::decode`]. `total_frames`, the level-0 frames the whole stream will hold, is a hint
+    /// for decoders whose output depends on it: SNAC lays its seeded noise out over the whole
+    /// signal, and reproduces whole-signal decoding with noise only when told the length.
+    fn decode_stream(
+        &self,
+        opts: &DecodeOptions,
+        total_frames: Option<usize>,
+    ) -> Result<Box<dyn DecodeStream + '_>> {
+        let _ = total_frames;
+        Ok(Box::new(WholeDecodeStream::new(self, opts)))
+    }
 }
 
 /// Check audio handed to [`AudioCodec::encode`]: `[B, C, T]` with the codec's channel count,
