@@ -7,6 +7,7 @@
 mod commands;
 mod log;
 mod output;
+mod progress;
 
 use std::process::ExitCode;
 
