@@ -8,6 +8,7 @@
 mod commands;
 mod log;
 mod output;
+mod progress;
 
 use std::process::ExitCode;
 

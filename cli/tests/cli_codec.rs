@@ -244,3 +244,144 @@ fn failures_are_one_line_and_exit_1() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("n_q"), "{}", stderr(&o));
 }
+
+/// One tiny checkpoint of each family, as a local codec directory.
+const FAMILY_FIXTURES: &[&str] = &[
+    "snac/tiny_24k",
+    "snac/tiny_attn",
+    "mimi/tiny",
+    "encodec/tiny_24k",
+    "dac/tiny_odd",
+];
+
+/// A stereo WAV (f32) at `rate` of tones and noise: `n` frames.
+fn write_test_wav(path: &Path, rate: u32, n: usize) {
+    use tessera_codec::audio::{WavFormat, WavWriter};
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut channels = vec![Vec::with_capacity(n), Vec::with_capacity(n)];
+    for i in 0..n {
+        let t = i as f32 / rate as f32;
+        for (c, ch) in channels.iter_mut().enumerate() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let noise = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            let f = 150.0 + 70.0 * c as f32 + 40.0 * (t * 0.5).sin();
+            ch.push(0.35 * (std::f32::consts::TAU * f * t).sin() + 0.15 * noise);
+        }
+    }
+    let mut w = WavWriter::create(path, rate, 2, WavFormat::F32).unwrap();
+    w.write_chunk(&channels).unwrap();
+    w.finalize().unwrap();
+}
+
+/// Frames long enough for several reader chunks (16384 frames) and several windows of the
+/// windowed codecs (DAC: 256 frames, SNAC: 512 latent frames) at the file's rate `rate`.
+fn multi_chunk_len(codec: &dyn tessera_codec::codec::AudioCodec, rate: u32) -> usize {
+    let finest = codec
+        .levels()
+        .iter()
+        .map(|l| l.frame_rate)
+        .fold(0.0, f64::max);
+    let window_s = 512.0 / finest;
+    ((2.3 * window_s * rate as f64) as usize).max(3 * 16384 + 123)
+}
+
+/// A file longer than one reader chunk and one encode window encodes, through the chunked
+/// reader, the resampler and the codec's stream, to exactly the codes of whole-file encoding;
+/// decoding streams to the WAV exactly the whole-file decode, trimmed to the original length.
+#[test]
+fn long_files_stream_to_exactly_the_whole_file_results() {
+    use tessera_codec::codec::{DecodeOptions, Noise, decode_codes};
+    let tmp = tempfile::tempdir().unwrap();
+    for name in FAMILY_FIXTURES {
+        let dir = repo("codec/tests/fixtures").join(name);
+        let dir_s = dir.to_str().unwrap();
+        let codec = registry::load_dir(&dir, &Device::Cpu).unwrap();
+        let sr = codec.sample_rate();
+        // 3/2 of the codec's rate: the resampler runs chunk by chunk too.
+        let file_rate = sr * 3 / 2;
+        let n = multi_chunk_len(codec.as_ref(), file_rate);
+        let wav = tmp.path().join(format!("{}.wav", name.replace('/', "_")));
+        write_test_wav(&wav, file_rate, n);
+        let codes_path = tmp.path().join("codes.safetensors");
+        let o = tessera(&[
+            "encode",
+            wav.to_str().unwrap(),
+            "--codec",
+            dir_s,
+            "-o",
+            codes_path.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+
+        let mode = if codec.channels() == 1 {
+            ChannelMode::Mono
+        } else {
+            ChannelMode::Keep
+        };
+        let buf = load_audio(&wav, sr, mode).unwrap();
+        let clip = Tensor::from_vec(
+            buf.channels().concat(),
+            (buf.n_channels(), buf.n_frames()),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let want = encode_to_codes(codec.as_ref(), &clip, sr, &EncodeOptions::default()).unwrap();
+        let got = Codes::load(&codes_path).unwrap();
+        eprintln!(
+            "{name}: {n} frames at {file_rate} Hz -> codes {:?}",
+            got.shapes()
+        );
+        assert_eq!(json(&o)["n_samples"].as_u64(), Some(buf.n_frames() as u64));
+        assert_eq!(got.shapes(), want.shapes(), "{name}");
+        assert_eq!(got.meta(), want.meta(), "{name}");
+        for (k, (a, b)) in got.levels().iter().zip(want.levels()).enumerate() {
+            assert_eq!(
+                a.to_vec2::<u32>().unwrap(),
+                b.to_vec2::<u32>().unwrap(),
+                "{name} level {k}"
+            );
+        }
+
+        let noises: &[(&[&str], Noise)] = if codec.capabilities().decoder_noise {
+            &[
+                (&["--no-noise"], Noise::Off),
+                (&["--seed", "9"], Noise::Seeded(9)),
+            ]
+        } else {
+            &[(&[], Noise::Off)]
+        };
+        for (flags, noise) in noises {
+            let out_wav = tmp.path().join("out.wav");
+            let mut a = vec![
+                "decode",
+                codes_path.to_str().unwrap(),
+                "-o",
+                out_wav.to_str().unwrap(),
+                "--codec",
+                dir_s,
+            ];
+            a.extend_from_slice(flags);
+            let o = tessera(&a);
+            assert!(o.status.success(), "{name}: {}", stderr(&o));
+            let out = read_audio(&out_wav, ChannelMode::Keep).unwrap();
+            let whole = decode_codes(codec.as_ref(), &want, &DecodeOptions { noise: *noise })
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            assert_eq!(out.n_frames(), buf.n_frames(), "{name}: trimmed length");
+            let err = out
+                .channels()
+                .iter()
+                .zip(&whole)
+                .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+                .fold(0f32, f32::max);
+            assert!(
+                err < 1e-4,
+                "{name} {noise:?}: streamed decode differs by {err}"
+            );
+        }
+    }
+}

@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Tensor};
 use tessera_core::{Codes, CodesMeta, Error, Result};
 
+use crate::stream::{DecodeStream, EncodeStream, WholeDecodeStream, WholeEncodeStream};
+
 /// What one level of codes looks like.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LevelSpec {
@@ -97,6 +99,26 @@ pub trait AudioCodec: Send + Sync {
     /// Codes (one `[B, n_q, T_k]` u32 tensor per level) -> audio `[B, C, T]` f32, `T` covering
     /// the padded input.
     fn decode(&self, levels: &[Tensor], opts: &DecodeOptions) -> Result<Tensor>;
+
+    /// A stream encoding one clip piece by piece into exactly the codes of [`Self::encode`].
+    /// The default collects the whole clip (see [`WholeEncodeStream`]); families that stream or
+    /// window override it and keep memory bounded.
+    fn encode_stream(&self, opts: &EncodeOptions) -> Result<Box<dyn EncodeStream + '_>> {
+        Ok(Box::new(WholeEncodeStream::new(self, opts)))
+    }
+
+    /// A stream decoding one clip's codes piece by piece into exactly the audio of
+    /// [`Self::decode`]. `total_frames`, the level-0 frames the whole stream will hold, is a hint
+    /// for decoders whose output depends on it: SNAC lays its seeded noise out over the whole
+    /// signal, and reproduces whole-signal decoding with noise only when told the length.
+    fn decode_stream(
+        &self,
+        opts: &DecodeOptions,
+        total_frames: Option<usize>,
+    ) -> Result<Box<dyn DecodeStream + '_>> {
+        let _ = total_frames;
+        Ok(Box::new(WholeDecodeStream::new(self, opts)))
+    }
 }
 
 /// Check audio handed to [`AudioCodec::encode`]: `[B, C, T]` with the codec's channel count,
@@ -191,7 +213,9 @@ pub fn check_levels(codec: &dyn AudioCodec, levels: &[Tensor]) -> Result<usize> 
     Ok(batch.unwrap_or(0))
 }
 
-fn meta_for(codec: &dyn AudioCodec, n_samples: usize) -> CodesMeta {
+/// The metadata of codes that `codec` made from a clip of `n_samples` samples (at its rate), for
+/// codes assembled from a stream.
+pub fn codes_meta(codec: &dyn AudioCodec, n_samples: usize) -> CodesMeta {
     let specs = codec.levels();
     CodesMeta {
         tokenizer: codec.id().to_string(),
@@ -244,7 +268,7 @@ pub fn encode_to_codes(
         .iter()
         .map(|l| l.squeeze(0))
         .collect::<candle_core::Result<Vec<_>>>()?;
-    Codes::new(levels, meta_for(codec, n))
+    Codes::new(levels, codes_meta(codec, n))
 }
 
 /// Encode clips `[C, T_i]` of any lengths, `max_batch` at a time, giving each exactly the codes
@@ -285,7 +309,7 @@ pub fn encode_batch(
                     .iter()
                     .map(|l| l.get(row))
                     .collect::<candle_core::Result<Vec<_>>>()?;
-                out[i] = Some(Codes::new(mine, meta_for(codec, clips[i].dims()[1]))?);
+                out[i] = Some(Codes::new(mine, codes_meta(codec, clips[i].dims()[1]))?);
             }
         }
     }
@@ -298,6 +322,28 @@ pub fn encode_batch(
 /// Decode [`Codes`] made by this codec into audio `[C, n_samples]`, trimmed to the original
 /// length. Codes from another tokenizer, sample rate or codebook layout are refused.
 pub fn decode_codes(codec: &dyn AudioCodec, codes: &Codes, opts: &DecodeOptions) -> Result<Tensor> {
+    check_codes_match(codec, codes)?;
+    let meta = codes.meta();
+    let levels = codes
+        .levels()
+        .iter()
+        .map(|l| l.unsqueeze(0))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let audio = codec.decode(&levels, opts)?.squeeze(0)?;
+    let decoded = audio.dims()[1];
+    match meta.n_samples {
+        Some(n) if n as usize > decoded => Err(Error::invalid(format!(
+            "the codes decode to {decoded} samples but the metadata says the audio had {n}"
+        ))),
+        Some(n) => Ok(audio.narrow(1, 0, n as usize)?),
+        None => Ok(audio),
+    }
+}
+
+/// Refuses [`Codes`] made by another tokenizer, for another sample rate or with other codebook
+/// sizes than `codec`'s: what [`decode_codes`] checks before decoding (streams check the rest
+/// as the codes arrive).
+pub fn check_codes_match(codec: &dyn AudioCodec, codes: &Codes) -> Result<()> {
     let meta = codes.meta();
     if meta.tokenizer != codec.id() {
         return Err(Error::invalid(format!(
@@ -324,20 +370,7 @@ pub fn decode_codes(codec: &dyn AudioCodec, codes: &Codes, opts: &DecodeOptions)
             codec.id()
         )));
     }
-    let levels = codes
-        .levels()
-        .iter()
-        .map(|l| l.unsqueeze(0))
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    let audio = codec.decode(&levels, opts)?.squeeze(0)?;
-    let decoded = audio.dims()[1];
-    match meta.n_samples {
-        Some(n) if n as usize > decoded => Err(Error::invalid(format!(
-            "the codes decode to {decoded} samples but the metadata says the audio had {n}"
-        ))),
-        Some(n) => Ok(audio.narrow(1, 0, n as usize)?),
-        None => Ok(audio),
-    }
+    Ok(())
 }
 
 /// candle attaches a backtrace to its errors when `RUST_BACKTRACE` is set; errors leaving a codec

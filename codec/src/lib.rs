@@ -12,6 +12,7 @@ pub mod mimi;
 pub mod registry;
 pub mod seanet;
 pub mod snac;
+pub mod stream;
 
 mod hf_config;
 mod shared_store;

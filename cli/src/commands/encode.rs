@@ -1,19 +1,24 @@
 //! `tessera encode AUDIO --codec ID|DIR -o OUT.safetensors`
+//!
+//! The file is decoded chunk by chunk, resampled as it goes and fed to the codec's encode
+//! stream: memory does not grow with the length of the file (only the codes do, a few bytes per
+//! frame), and the codes are exactly those of whole-file encoding.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use serde_json::json;
-use tessera_codec::audio::{ChannelMode, load_audio};
-use tessera_codec::codec::{EncodeOptions, encode_to_codes};
+use tessera_codec::audio::{AudioChunk, ChannelMode, ResamplingReader};
+use tessera_codec::codec::{AudioCodec, EncodeOptions, codes_meta};
 use tessera_codec::registry;
-use tessera_core::Error;
+use tessera_core::{Codes, Error, Result};
 
 use crate::GlobalArgs;
 use crate::log::{note, verbose};
 use crate::output;
+use crate::progress::Progress;
 
 #[derive(Debug, clap::Args)]
 pub struct EncodeArgs {
@@ -42,58 +47,51 @@ pub struct EncodeArgs {
 
 pub fn run(args: &EncodeArgs, global: &GlobalArgs) -> anyhow::Result<usize> {
     let device = global.device.open()?;
-    let progress = std::io::stderr().is_terminal() && !global.quiet;
+    let download_progress = std::io::stderr().is_terminal() && !global.quiet;
     verbose!("loading codec {}", args.codec);
     let t_load = Instant::now();
-    let codec = registry::load_codec(&args.codec, &device, progress)?;
+    let codec = registry::load_codec(&args.codec, &device, download_progress)?;
     verbose!(
         "codec {} loaded in {:.2} s",
         codec.id(),
         t_load.elapsed().as_secs_f64()
     );
 
+    let input = &args.input;
     let mode = if codec.channels() == 1 {
         ChannelMode::Mono
     } else {
         ChannelMode::Keep
     };
-    let input = &args.input;
-    let audio = match load_audio(input, codec.sample_rate(), mode) {
-        Ok(a) => a,
+    let reader = match ResamplingReader::open(input, codec.sample_rate(), mode) {
+        Ok(r) => r,
         Err(e) => {
             output::input_error(input, e);
             return Ok(1);
         }
     };
-    let samples = match to_codec_channels(audio.channels(), codec.channels()) {
-        Ok(c) => c,
-        Err(e) => {
-            output::input_error(input, e);
-            return Ok(1);
-        }
-    };
-    let n = audio.n_frames();
-    let duration = audio.duration_s();
+    let total_s = reader.info().duration_s;
     note!(
-        "encoding {} ({duration:.2} s) with {}",
+        "encoding {}{} with {}",
         input.display(),
+        total_s.map_or(String::new(), |t| format!(" ({t:.2} s)")),
         codec.id()
     );
-    let flat: Vec<f32> = samples.concat();
-    let clip = Tensor::from_vec(flat, (samples.len(), n), &candle_core::Device::Cpu)?;
-    let t0 = Instant::now();
     let opts = EncodeOptions {
         n_q: args.n_q.map(|q| q as usize),
     };
-    let codes = match encode_to_codes(codec.as_ref(), &clip, codec.sample_rate(), &opts) {
-        Ok(c) => c,
+    let t0 = Instant::now();
+    let (levels, n) = match encode_file(codec.as_ref(), reader, &opts, total_s) {
+        Ok(r) => r,
         Err(e) => {
             output::input_error(input, e);
             return Ok(1);
         }
     };
     let seconds = t0.elapsed().as_secs_f64();
+    let codes = Codes::new(levels, codes_meta(codec.as_ref(), n))?;
     codes.save(&args.output)?;
+    let duration = n as f64 / f64::from(codec.sample_rate());
     let rtf = duration / seconds.max(1e-9);
     note!(
         "wrote {}: levels {:?} in {seconds:.2} s ({rtf:.1}x real time)",
@@ -116,14 +114,55 @@ pub fn run(args: &EncodeArgs, global: &GlobalArgs) -> anyhow::Result<usize> {
     Ok(0)
 }
 
-/// Match the codec's channel count: mono codecs get the down-mix (done while loading), stereo
-/// codecs get a mono file duplicated; anything else is refused.
-fn to_codec_channels(channels: &[Vec<f32>], want: usize) -> tessera_core::Result<Vec<Vec<f32>>> {
-    match (channels.len(), want) {
-        (have, want) if have == want => Ok(channels.to_vec()),
-        (1, want) => Ok(vec![channels[0].clone(); want]),
-        (have, want) => Err(Error::invalid(format!(
-            "the file has {have} channels and the codec takes {want}; mix it down first"
-        ))),
+/// Streams the file through the codec. Returns the codes `[n_q, T_k]` of each level and the
+/// number of samples (at the codec's rate) encoded.
+fn encode_file(
+    codec: &dyn AudioCodec,
+    mut reader: ResamplingReader,
+    opts: &EncodeOptions,
+    total_s: Option<f64>,
+) -> Result<(Vec<Tensor>, usize)> {
+    let mut stream = codec.encode_stream(opts)?;
+    let mut parts: Vec<Vec<Tensor>> = vec![Vec::new(); codec.levels().len()];
+    let mut keep = |out: Option<Vec<Tensor>>| {
+        for (k, level) in out.into_iter().flatten().enumerate() {
+            parts[k].push(level);
+        }
+    };
+    let progress = Progress::new(total_s);
+    let rate = f64::from(codec.sample_rate());
+    let mut n = 0;
+    while let Some(chunk) = reader.next_chunk()? {
+        n += chunk.n_frames();
+        let piece = chunk_tensor(chunk, codec.channels())?;
+        keep(stream.push(&piece)?);
+        progress.set(n as f64 / rate);
     }
+    keep(stream.finish()?);
+    progress.finish();
+    let levels = parts
+        .into_iter()
+        .map(|p| Tensor::cat(&p, 1))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok((levels, n))
+}
+
+/// A chunk as `[C, n]` with the codec's channel count: mono codecs get the down-mix (done while
+/// reading), stereo codecs get a mono file duplicated; anything else is refused.
+fn chunk_tensor(chunk: AudioChunk, want: usize) -> Result<Tensor> {
+    let n = chunk.n_frames();
+    let have = chunk.n_channels();
+    let mut channels = chunk.channels;
+    if have == 1 && want > 1 {
+        channels = vec![channels.swap_remove(0); want];
+    } else if have != want {
+        return Err(Error::invalid(format!(
+            "the file has {have} channels and the codec takes {want}; mix it down first"
+        )));
+    }
+    Ok(Tensor::from_vec(
+        channels.concat(),
+        (want, n),
+        &Device::Cpu,
+    )?)
 }

@@ -29,7 +29,7 @@ pub(crate) struct ConvShape {
 }
 
 impl ConvShape {
-    fn plain(kernel: usize, dilation: usize, padding: usize) -> Self {
+    pub(crate) fn plain(kernel: usize, dilation: usize, padding: usize) -> Self {
         ConvShape {
             kernel,
             stride: 1,
@@ -40,7 +40,7 @@ impl ConvShape {
     }
 
     /// The input index range that outputs `lo..=hi` read.
-    fn inputs_of(&self, lo: i64, hi: i64) -> (i64, i64) {
+    pub(crate) fn inputs_of(&self, lo: i64, hi: i64) -> (i64, i64) {
         let (k, s, d, p) = (
             self.kernel as i64,
             self.stride as i64,
@@ -58,7 +58,7 @@ impl ConvShape {
     }
 }
 
-fn ceil_div(a: i64, b: i64) -> i64 {
+pub(crate) fn ceil_div(a: i64, b: i64) -> i64 {
     -((-a).div_euclid(b))
 }
 

@@ -16,9 +16,10 @@
 mod blocks;
 mod chunked;
 mod config;
-mod context;
+pub(crate) mod context;
 mod decoder;
 mod encoder;
+mod stream;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use crate::codec::{
     AudioCodec, Capabilities, DecodeOptions, EncodeOptions, LevelSpec, check_audio, check_levels,
     one_line,
 };
+use crate::stream::{DecodeStream, EncodeStream};
 use decoder::Decoder;
 use encoder::Encoder;
 
@@ -240,6 +242,22 @@ impl AudioCodec for Dac {
         let want = levels[0].dims()[2] * self.config.hop_length();
         let have = audio.dims()[2];
         Ok(audio.pad_with_zeros(2, 0, want - have)?)
+    }
+
+    /// Windows with receptive-field margins ([`ChunkedEncoder`]): the codes of [`Dac::encode`]
+    /// in bounded memory.
+    fn encode_stream(&self, opts: &EncodeOptions) -> Result<Box<dyn EncodeStream + '_>> {
+        Ok(Box::new(stream::DacEncodeStream::new(self, opts.n_q)?))
+    }
+
+    /// Windows with receptive-field margins ([`ChunkedDecoder`]): the audio of
+    /// [`AudioCodec::decode`] in bounded memory.
+    fn decode_stream(
+        &self,
+        _opts: &DecodeOptions,
+        _total_frames: Option<usize>,
+    ) -> Result<Box<dyn DecodeStream + '_>> {
+        Ok(Box::new(stream::DacDecodeStream::new(self)?))
     }
 }
 

@@ -28,6 +28,9 @@ use crate::codec::{
 };
 use crate::seanet::Seanet;
 use crate::shared_store::{build_strict, dir_id};
+use crate::stream::{
+    CausalDecode, CausalEncode, DecodeStream, EncodeStream, WholeDecodeStream, WholeEncodeStream,
+};
 
 /// Training-only buffers of the codebooks: the forward pass uses `embed` alone.
 const UNUSED_BUFFERS: &[&str] = &[
@@ -391,5 +394,30 @@ impl AudioCodec for Encodec {
                 scales: None,
             },
         )
+    }
+
+    /// Stateful causal streaming for the causal models without chunking or normalisation
+    /// (encodec_24khz), else the whole-signal fallback.
+    fn encode_stream(&self, opts: &EncodeOptions) -> Result<Box<dyn EncodeStream + '_>> {
+        if !self.capabilities().streaming {
+            return Ok(Box::new(WholeEncodeStream::new(self, opts)));
+        }
+        let n_q = opts.n_q.unwrap_or_else(|| self.config.default_n_q());
+        Ok(Box::new(CausalEncode::new(EncodecStreamingEncoder::new(
+            self, n_q,
+        )?)))
+    }
+
+    fn decode_stream(
+        &self,
+        opts: &DecodeOptions,
+        _total_frames: Option<usize>,
+    ) -> Result<Box<dyn DecodeStream + '_>> {
+        if !self.capabilities().streaming {
+            return Ok(Box::new(WholeDecodeStream::new(self, opts)));
+        }
+        Ok(Box::new(CausalDecode::new(EncodecStreamingDecoder::new(
+            self,
+        )?)))
     }
 }

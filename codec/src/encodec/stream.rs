@@ -9,6 +9,7 @@ use tessera_core::{Error, Result};
 use super::Encodec;
 use crate::codec::{AudioCodec, check_levels, one_line};
 use crate::seanet::SeanetState;
+use crate::stream::CausalSteps;
 
 fn check_streamable(model: &Encodec) -> Result<()> {
     if !model.capabilities().streaming {
@@ -126,4 +127,34 @@ impl<'a> EncodecStreamingDecoder<'a> {
 /// [`crate::codec::check_audio`] for one chunk of a stream.
 pub(crate) fn check_audio_chunk(codec: &dyn AudioCodec, audio: &Tensor) -> Result<()> {
     crate::codec::check_audio(codec, audio).map(|_| ())
+}
+
+impl CausalSteps for EncodecStreamingEncoder<'_> {
+    fn codec(&self) -> &dyn AudioCodec {
+        self.model
+    }
+    fn step(&mut self, x: &Tensor) -> Result<Option<Tensor>> {
+        EncodecStreamingEncoder::step(self, x)
+    }
+    fn finish(&mut self) -> Result<Option<Tensor>> {
+        EncodecStreamingEncoder::finish(self)
+    }
+    fn reset(&mut self) {
+        EncodecStreamingEncoder::reset(self)
+    }
+}
+
+impl CausalSteps for EncodecStreamingDecoder<'_> {
+    fn codec(&self) -> &dyn AudioCodec {
+        self.model
+    }
+    fn step(&mut self, codes: &Tensor) -> Result<Option<Tensor>> {
+        EncodecStreamingDecoder::step(self, codes)
+    }
+    fn finish(&mut self) -> Result<Option<Tensor>> {
+        EncodecStreamingDecoder::finish(self)
+    }
+    fn reset(&mut self) {
+        EncodecStreamingDecoder::reset(self)
+    }
 }

@@ -28,6 +28,9 @@ use crate::codec::{
 };
 use crate::seanet::{SConv1d, SConvTranspose1d, Seanet};
 use crate::shared_store::{build_strict, dir_id};
+use crate::stream::{
+    CausalDecode, CausalEncode, DecodeStream, EncodeStream, WholeDecodeStream, WholeEncodeStream,
+};
 use quantizer::SplitRvq;
 use transformer::Transformer;
 
@@ -188,5 +191,30 @@ impl AudioCodec for Mimi {
     fn decode(&self, levels: &[Tensor], _opts: &DecodeOptions) -> Result<Tensor> {
         check_levels(self, levels)?;
         Mimi::decode(self, &levels[0])
+    }
+
+    /// Stateful causal streaming when the config allows it (kyutai/mimi does), else the
+    /// whole-signal fallback.
+    fn encode_stream(&self, opts: &EncodeOptions) -> Result<Box<dyn EncodeStream + '_>> {
+        if !self.capabilities().streaming {
+            return Ok(Box::new(WholeEncodeStream::new(self, opts)));
+        }
+        let n_q = opts.n_q.unwrap_or_else(|| self.config.default_n_q());
+        Ok(Box::new(CausalEncode::new(MimiStreamingEncoder::new(
+            self, n_q,
+        )?)))
+    }
+
+    fn decode_stream(
+        &self,
+        opts: &DecodeOptions,
+        _total_frames: Option<usize>,
+    ) -> Result<Box<dyn DecodeStream + '_>> {
+        if !self.capabilities().streaming {
+            return Ok(Box::new(WholeDecodeStream::new(self, opts)));
+        }
+        Ok(Box::new(CausalDecode::new(MimiStreamingDecoder::new(
+            self,
+        )?)))
     }
 }

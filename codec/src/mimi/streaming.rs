@@ -11,6 +11,7 @@ use super::Mimi;
 use super::transformer::TransformerState;
 use crate::codec::{AudioCodec, check_audio, check_levels, one_line};
 use crate::seanet::{ConvState, ConvTrState, SeanetState};
+use crate::stream::CausalSteps;
 
 fn check_streamable(model: &Mimi) -> Result<()> {
     if !model.capabilities().streaming {
@@ -141,5 +142,35 @@ impl<'a> MimiStreamingDecoder<'a> {
             .map(|x| transform(&m.decoder_transformer, &x, &mut self.transformer))
             .transpose()?;
         Ok(m.decoder.step(x.as_ref(), &mut self.seanet, last)?)
+    }
+}
+
+impl CausalSteps for MimiStreamingEncoder<'_> {
+    fn codec(&self) -> &dyn AudioCodec {
+        self.model
+    }
+    fn step(&mut self, x: &Tensor) -> Result<Option<Tensor>> {
+        MimiStreamingEncoder::step(self, x)
+    }
+    fn finish(&mut self) -> Result<Option<Tensor>> {
+        MimiStreamingEncoder::finish(self)
+    }
+    fn reset(&mut self) {
+        MimiStreamingEncoder::reset(self)
+    }
+}
+
+impl CausalSteps for MimiStreamingDecoder<'_> {
+    fn codec(&self) -> &dyn AudioCodec {
+        self.model
+    }
+    fn step(&mut self, codes: &Tensor) -> Result<Option<Tensor>> {
+        MimiStreamingDecoder::step(self, codes)
+    }
+    fn finish(&mut self) -> Result<Option<Tensor>> {
+        MimiStreamingDecoder::finish(self)
+    }
+    fn reset(&mut self) {
+        MimiStreamingDecoder::reset(self)
     }
 }

@@ -4,13 +4,12 @@
 
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
-use tessera_core::nn::{
-    Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig, NormalRng, Snake1d,
-};
+use tessera_core::nn::{Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig, Snake1d};
 
 use super::attention::LocalAttention;
 use super::blocks::ResidualUnit;
 use super::config::SnacConfig;
+use super::noise::NoiseSource;
 
 /// `x + noise * conv1x1(x)` with one N(0, 1) sample per batch row and time step, shared by all
 /// channels (`torch.randn((B, 1, T))` in the reference).
@@ -20,13 +19,18 @@ struct NoiseBlock {
 }
 
 impl NoiseBlock {
-    fn forward(&self, x: &Tensor, rng: Option<&mut NormalRng>) -> candle_core::Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        block: usize,
+        rng: Option<&mut dyn NoiseSource>,
+    ) -> candle_core::Result<Tensor> {
         let Some(rng) = rng else {
             // Zero noise: x + 0 * h == x exactly, so skip the projection.
             return Ok(x.clone());
         };
         let (b, _, t) = x.dims3()?;
-        let noise = rng.randn((b, 1, t), x.device())?.to_dtype(x.dtype())?;
+        let noise = rng.draw(block, b, t, x.device())?.to_dtype(x.dtype())?;
         // x + noise * (W x), computed as x + W (noise * x) so that the sum forms in place; the
         // noise scales whole time steps, so both orders are the same product.
         self.linear.forward_scaled_add(x, &noise, x)
@@ -83,10 +87,15 @@ impl DecoderBlock {
         })
     }
 
-    fn forward(&self, x: &Tensor, rng: Option<&mut NormalRng>) -> candle_core::Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        block: usize,
+        rng: Option<&mut dyn NoiseSource>,
+    ) -> candle_core::Result<Tensor> {
         let mut x = self.up.forward_fused(x, Some(&self.snake))?;
         if let Some(noise) = &self.noise {
-            x = noise.forward(&x, rng)?;
+            x = noise.forward(&x, block, rng)?;
         }
         for unit in &self.units {
             x = unit.forward(&x)?;
@@ -179,7 +188,7 @@ impl Decoder {
     pub fn forward(
         &self,
         z: &Tensor,
-        mut rng: Option<&mut NormalRng>,
+        mut rng: Option<&mut dyn NoiseSource>,
     ) -> candle_core::Result<Tensor> {
         let mut x = z.clone();
         for conv in &self.input {
@@ -188,8 +197,10 @@ impl Decoder {
         if let Some(attn) = &self.attention {
             x = attn.forward(&x)?;
         }
-        for block in &self.blocks {
-            x = block.forward(&x, rng.as_deref_mut())?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            // Reborrowed per block: the trait object's lifetime shortens to the call.
+            let rng = rng.as_mut().map(|r| &mut **r as &mut dyn NoiseSource);
+            x = block.forward(&x, i, rng)?;
         }
         let x = self
             .output

@@ -12,9 +12,12 @@
 
 mod attention;
 mod blocks;
+mod chunked;
 mod config;
+mod context;
 mod decoder;
 mod encoder;
+mod noise;
 mod vq;
 
 use std::path::Path;
@@ -25,14 +28,18 @@ use candle_nn::VarBuilder;
 use tessera_core::nn::NormalRng;
 use tessera_core::{Checkpoint, Error, KeyMap, Result, WeightStore};
 
+pub use chunked::{SnacChunkedDecoder, SnacChunkedEncoder};
 pub use config::SnacConfig;
+pub use context::Margins;
 
 use crate::codec::{
     AudioCodec, Capabilities, DecodeOptions, EncodeOptions, LevelSpec, Noise, check_audio,
     check_levels, one_line,
 };
+use crate::stream::{DecodeStream, EncodeStream};
 use decoder::Decoder;
 use encoder::Encoder;
+use noise::NoiseSource;
 use vq::ResidualVq;
 
 /// A loaded SNAC model.
@@ -139,7 +146,9 @@ impl Snac {
             Noise::Seeded(seed) => Some(NormalRng::new(seed)),
             Noise::Random => Some(NormalRng::from_entropy()),
         };
-        Ok(self.decoder.forward(&z, rng.as_mut())?)
+        Ok(self
+            .decoder
+            .forward(&z, rng.as_mut().map(|r| r as &mut dyn NoiseSource))?)
     }
 
     /// Level count, shapes, dtype, codebook range, and that all levels span the same number of
@@ -267,6 +276,37 @@ impl AudioCodec for Snac {
             .map(|l| l.squeeze(1))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Snac::decode(self, &codes, opts.noise)
+    }
+
+    /// Windows with receptive-field margins ([`SnacChunkedEncoder`]): the codes of
+    /// [`Snac::encode`] in bounded memory.
+    fn encode_stream(&self, opts: &EncodeOptions) -> Result<Box<dyn EncodeStream + '_>> {
+        if let Some(n_q) = opts.n_q
+            && n_q != 1
+        {
+            return Err(Error::invalid(format!(
+                "SNAC has one codebook per level; n_q = {n_q} is not available"
+            )));
+        }
+        Ok(Box::new(SnacChunkedEncoder::new(
+            self,
+            chunked::DEFAULT_WINDOW_FRAMES,
+        )?))
+    }
+
+    /// Windows with receptive-field margins ([`SnacChunkedDecoder`]); see `chunked.rs` for
+    /// what holds with noise.
+    fn decode_stream(
+        &self,
+        opts: &DecodeOptions,
+        total_frames: Option<usize>,
+    ) -> Result<Box<dyn DecodeStream + '_>> {
+        Ok(Box::new(SnacChunkedDecoder::new(
+            self,
+            opts.noise,
+            total_frames,
+            chunked::DEFAULT_WINDOW_FRAMES,
+        )?))
     }
 }
 
