@@ -43,7 +43,9 @@ pub struct Capabilities {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EncodeOptions {
     /// Codebooks to keep per level (the residual depth, e.g. the bandwidth of EnCodec);
-    /// `None` keeps all. Must not exceed [`LevelSpec::n_q`].
+    /// `None` uses the codec's default depth, which is what its reference does: all codebooks
+    /// for SNAC and DAC, 8 of Mimi's 32 (Moshi's choice), EnCodec's first target bandwidth
+    /// (1.5 kbps, 2 codebooks, for encodec_24khz). Must not exceed [`LevelSpec::n_q`].
     pub n_q: Option<usize>,
 }
 

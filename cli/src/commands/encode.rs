@@ -36,7 +36,8 @@ pub struct EncodeArgs {
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
 
-    /// Codebooks to keep per level (residual depth / bandwidth); default: all.
+    /// Codebooks to keep per level (residual depth / bandwidth); default: the codec's own
+    /// default (all for SNAC and DAC, 8 for Mimi, the first bandwidth for EnCodec).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
     n_q: Option<u32>,
 
