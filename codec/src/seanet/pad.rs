@@ -1,6 +1,6 @@
 //! Padding of the SEANet convolutions, as the reference's `_pad1d` does it.
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Storage, Tensor};
 use tessera_core::{Error, Result};
 
 /// How a convolution's input is extended beyond its ends (torch `F.pad` modes).
@@ -71,6 +71,24 @@ fn reflect(x: &Tensor, left: usize, right: usize) -> candle_core::Result<Tensor>
     let len = x.dim(2)?;
     if left >= len || right >= len {
         candle_core::bail!("reflect padding of {left}/{right} needs more than {len} samples");
+    }
+    if x.dtype() == DType::F32 && x.device().is_cpu() {
+        // One pass over the rows: candle's index_select gathers element by element and made
+        // reflect padding about a sixth of EnCodec's whole encode time.
+        let x = x.contiguous()?;
+        let (b, c, _) = x.dims3()?;
+        let (storage, layout) = x.storage_and_layout();
+        if let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
+            let data = &cpu.as_slice::<f32>()?[start..end];
+            let n = left + len + right;
+            let mut out = Vec::with_capacity(b * c * n);
+            for row in data.chunks_exact(len) {
+                out.extend((0..left).map(|i| row[left - i]));
+                out.extend_from_slice(row);
+                out.extend((0..right).map(|j| row[len - 2 - j]));
+            }
+            return Tensor::from_vec(out, (b, c, n), x.device());
+        }
     }
     let idx: Vec<u32> = (0..left)
         .map(|i| (left - i) as u32)
