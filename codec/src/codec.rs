@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Tensor};
 use tessera_core::{Codes, CodesMeta, Error, Result};
 
+use crate::audio::ChannelMode;
+
 use crate::stream::{DecodeStream, EncodeStream, WholeDecodeStream, WholeEncodeStream};
 
 /// What one level of codes looks like.
@@ -213,6 +215,39 @@ pub fn check_levels(codec: &dyn AudioCodec, levels: &[Tensor]) -> Result<usize> 
         }
     }
     Ok(batch.unwrap_or(0))
+}
+
+/// How to read a file for `codec`: mono codecs take the down-mix, others the file's channels
+/// (then matched by [`clip_for_codec`]).
+pub fn read_mode(codec: &dyn AudioCodec) -> ChannelMode {
+    if codec.channels() == 1 {
+        ChannelMode::Mono
+    } else {
+        ChannelMode::Keep
+    }
+}
+
+/// Planar samples (`n` frames per channel, read with [`read_mode`]) as a `[C, n]` clip with the
+/// codec's channel count: a mono file is duplicated for a multi-channel codec; any other
+/// mismatch is refused.
+pub fn clip_for_codec(
+    codec: &dyn AudioCodec,
+    mut channels: Vec<Vec<f32>>,
+    n: usize,
+) -> Result<Tensor> {
+    let (have, want) = (channels.len(), codec.channels());
+    if have == 1 && want > 1 {
+        channels = vec![channels.swap_remove(0); want];
+    } else if have != want {
+        return Err(Error::invalid(format!(
+            "the file has {have} channels and the codec takes {want}; mix it down first"
+        )));
+    }
+    Ok(Tensor::from_vec(
+        channels.concat(),
+        (want, n),
+        &candle_core::Device::Cpu,
+    )?)
 }
 
 /// The metadata of codes that `codec` made from a clip of `n_samples` samples (at its rate), for

@@ -17,7 +17,7 @@ pub struct Item {
     pub rel_path: PathBuf,
     /// A transcript, from a JSONL manifest.
     pub text: Option<String>,
-    /// Duration in seconds as a manifest states it (not trusted for anything but scheduling).
+    /// Duration in seconds as a manifest states it (informational; the audio decides).
     pub duration: Option<f64>,
 }
 
@@ -25,8 +25,6 @@ pub struct Item {
 #[derive(Debug, Clone)]
 pub struct EncodedItem {
     pub item: Item,
-    /// Sample rate of the audio file before resampling.
-    pub source_sample_rate: u32,
     /// Samples at the codec's rate (what `codes.meta().n_samples` also says).
     pub n_samples: u64,
     pub codes: Codes,

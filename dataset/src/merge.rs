@@ -124,8 +124,8 @@ fn merge_megatron_shards(
     shards: &[ShardDone],
     layout: &TokenLayout,
 ) -> Result<MegatronInfo> {
-    // Shards are fetched to a local staging directory (a no-op copy for local output would be
-    // nicer, but one path for both keeps object stores honest), merged, and the result put.
+    // Local shards are read in place; object-store shards are fetched to a local staging
+    // directory first. The merged files are built in staging and put last.
     let staging = store.staging_dir()?;
     let result = (|| -> Result<MegatronInfo> {
         let mut prefixes = Vec::new();
@@ -138,17 +138,25 @@ fn merge_megatron_shards(
                     shard.shard
                 )));
             };
-            let prefix: PathBuf = staging.join(format!("shard{n:05}"));
-            store.fetch_to(bin, &bin_path(&prefix))?;
-            store.fetch_to(idx, &idx_path(&prefix))?;
+            let in_place = match (store.local_path(bin), store.local_path(idx)) {
+                (Some(b), Some(i)) if b.with_extension("") == i.with_extension("") => {
+                    Some(b.with_extension(""))
+                }
+                _ => None,
+            };
+            let prefix = match in_place {
+                Some(p) => p,
+                None => {
+                    let p: PathBuf = staging.join(format!("shard{n:05}"));
+                    store.fetch_to(bin, &bin_path(&p))?;
+                    store.fetch_to(idx, &idx_path(&p))?;
+                    p
+                }
+            };
             prefixes.push(prefix);
         }
         let out = staging.join(MERGED_PREFIX);
         let documents = merge_megatron(&prefixes, &out)?;
-        for p in &prefixes {
-            let _ = std::fs::remove_file(bin_path(p));
-            let _ = std::fs::remove_file(idx_path(p));
-        }
         let bin_key = format!("{MERGED_PREFIX}.bin");
         let idx_key = format!("{MERGED_PREFIX}.idx");
         store.put_path(&bin_key, &bin_path(&out))?;

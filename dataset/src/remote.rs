@@ -13,7 +13,7 @@ use tessera_core::{Error, Result};
 
 use crate::input::{AUDIO_EXTENSIONS, id_from};
 use crate::item::Item;
-use crate::store::ObjectStoreOutput;
+use crate::store::{ObjectStoreOutput, Store};
 
 /// `scheme://bucket` and the key below it.
 fn split(url: &str) -> Result<(String, String)> {
@@ -83,7 +83,7 @@ impl Buckets {
             .and_then(|e| e.to_str())
             .unwrap_or("bin");
         let dest = dir.join(format!("{name}.{ext}"));
-        self.get(&root)?.fetch_to_local(&key, &dest)?;
+        self.get(&root)?.fetch_to(&key, &dest)?;
         Ok(dest)
     }
 }

@@ -20,8 +20,10 @@ use std::sync::mpsc;
 
 use candle_core::Tensor;
 use rayon::prelude::*;
-use tessera_codec::audio::{AudioBuffer, ChannelMode, ResamplingReader};
-use tessera_codec::codec::{AudioCodec, EncodeOptions, encode_batch, encode_to_codes};
+use tessera_codec::audio::{AudioBuffer, ResamplingReader};
+use tessera_codec::codec::{
+    AudioCodec, EncodeOptions, clip_for_codec, encode_batch, encode_to_codes, read_mode,
+};
 use tessera_core::{Codes, Error, Result};
 
 use crate::format::{Format, ShardName, ShardTarget, WriterContext, open_writer};
@@ -343,9 +345,8 @@ impl Job<'_> {
                         Ok(codes) => {
                             let item = EncodedItem {
                                 item: items[i].clone(),
-                                source_sample_rate: codes.1,
-                                n_samples: codes.0.meta().n_samples.unwrap_or(0),
-                                codes: codes.0,
+                                n_samples: codes.meta().n_samples.unwrap_or(0),
+                                codes,
                             };
                             if let Err(e) = writer.write(&item) {
                                 // The layout check of a writer is about the item, not the
@@ -382,15 +383,15 @@ impl Job<'_> {
         items: &[Item],
         window: Vec<(usize, Decoded)>,
         opts: &EncodeOptions,
-    ) -> Vec<(usize, Result<(Codes, u32)>)> {
+    ) -> Vec<(usize, Result<Codes>)> {
         let rate = self.codec.sample_rate();
-        let mut out: Vec<(usize, Result<(Codes, u32)>)> = Vec::with_capacity(window.len());
+        let mut out: Vec<(usize, Result<Codes>)> = Vec::with_capacity(window.len());
         let mut clips = Vec::new();
         let mut slots = Vec::new();
         for (i, decoded) in window {
             match decoded {
-                Ok((clip, source_rate)) => {
-                    slots.push((out.len(), source_rate));
+                Ok(clip) => {
+                    slots.push(out.len());
                     clips.push(clip);
                     out.push((i, Err(Error::invalid("not encoded"))));
                 }
@@ -399,15 +400,14 @@ impl Job<'_> {
         }
         match encode_batch(self.codec, &clips, rate, opts, self.options.max_batch) {
             Ok(codes) => {
-                for ((slot, source_rate), c) in slots.into_iter().zip(codes) {
-                    out[slot].1 = Ok((c, source_rate));
+                for (slot, c) in slots.into_iter().zip(codes) {
+                    out[slot].1 = Ok(c);
                 }
             }
             // One bad clip fails its whole batch: encode each alone to find which.
             Err(_) => {
-                for ((slot, source_rate), clip) in slots.into_iter().zip(&clips) {
+                for (slot, clip) in slots.into_iter().zip(&clips) {
                     out[slot].1 = encode_to_codes(self.codec, clip, rate, opts)
-                        .map(|c| (c, source_rate))
                         .map_err(|e| e.with_path(&items[out[slot].0].source));
                 }
             }
@@ -471,8 +471,8 @@ fn too_long(item: &Item, seconds: f64, max: f64) -> Error {
     )
 }
 
-/// A decoded clip `[C, T]` at the codec's rate and the rate of its file, or why not.
-type Decoded = Result<(Tensor, u32)>;
+/// A decoded clip `[C, T]` at the codec's rate, or why not.
+type Decoded = Result<Tensor>;
 
 struct WindowReader<'a> {
     codec: &'a dyn AudioCodec,
@@ -514,7 +514,7 @@ impl WindowReader<'_> {
                     .collect()
             });
             for (offset, d) in decoded.into_iter().enumerate() {
-                if let Ok((clip, _)) = &d {
+                if let Ok(clip) = &d {
                     seconds += clip.dims()[1] as f64 / rate;
                 }
                 window.push((start + offset, d));
@@ -550,19 +550,12 @@ impl WindowReader<'_> {
 
     fn load_path(&self, item: &Item, path: &Path) -> Decoded {
         let codec = self.codec;
-        let mode = if codec.channels() == 1 {
-            ChannelMode::Mono
-        } else {
-            ChannelMode::Keep
-        };
-        let mut reader = ResamplingReader::open(path, codec.sample_rate(), mode)?;
-        let source_rate = reader.info().sample_rate;
-        // Refuse over-long items before holding them: the header's count is enough to know.
-        if let Some(frames) = reader.info().frames {
-            let seconds = frames as f64 / source_rate.max(1) as f64;
-            if seconds > self.options.max_seconds {
-                return Err(too_long(item, seconds, self.options.max_seconds));
-            }
+        let mut reader = ResamplingReader::open(path, codec.sample_rate(), read_mode(codec))?;
+        // Refuse over-long items before holding them: the header's duration is enough to know.
+        if let Some(seconds) = reader.info().duration_s
+            && seconds > self.options.max_seconds
+        {
+            return Err(too_long(item, seconds, self.options.max_seconds));
         }
         let mut channels = vec![Vec::new(); reader.n_channels()];
         let limit = (self.options.max_seconds * codec.sample_rate() as f64) as usize;
@@ -589,19 +582,6 @@ impl WindowReader<'_> {
                 format!("too short: {seconds:.3} s, the minimum is {min:.3} s"),
             ));
         }
-        let channels = audio.into_channels();
-        let channels = match (channels.len(), codec.channels()) {
-            (have, want) if have == want => channels,
-            (1, want) => vec![channels[0].clone(); want],
-            (have, want) => {
-                return Err(Error::file(
-                    &item.source,
-                    format!("has {have} channels and the codec takes {want}"),
-                ));
-            }
-        };
-        let c = channels.len();
-        let clip = Tensor::from_vec(channels.concat(), (c, n), &candle_core::Device::Cpu)?;
-        Ok((clip, source_rate))
+        clip_for_codec(codec, audio.into_channels(), n).map_err(|e| e.with_path(&item.source))
     }
 }

@@ -8,12 +8,12 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use serde_json::json;
-use tessera_codec::audio::{AudioChunk, ChannelMode, ResamplingReader};
-use tessera_codec::codec::{AudioCodec, EncodeOptions, codes_meta};
+use tessera_codec::audio::ResamplingReader;
+use tessera_codec::codec::{AudioCodec, EncodeOptions, clip_for_codec, codes_meta, read_mode};
 use tessera_codec::registry;
-use tessera_core::{Codes, Error, Result};
+use tessera_core::{Codes, Result};
 
 use crate::GlobalArgs;
 use crate::log::{note, verbose};
@@ -59,12 +59,8 @@ pub fn run(args: &EncodeArgs, global: &GlobalArgs) -> anyhow::Result<usize> {
     );
 
     let input = &args.input;
-    let mode = if codec.channels() == 1 {
-        ChannelMode::Mono
-    } else {
-        ChannelMode::Keep
-    };
-    let reader = match ResamplingReader::open(input, codec.sample_rate(), mode) {
+    let reader = match ResamplingReader::open(input, codec.sample_rate(), read_mode(codec.as_ref()))
+    {
         Ok(r) => r,
         Err(e) => {
             output::input_error(input, e);
@@ -135,7 +131,8 @@ fn encode_file(
     let mut n = 0;
     while let Some(chunk) = reader.next_chunk()? {
         n += chunk.n_frames();
-        let piece = chunk_tensor(chunk, codec.channels())?;
+        let frames = chunk.n_frames();
+        let piece = clip_for_codec(codec, chunk.channels, frames)?;
         keep(stream.push(&piece)?);
         progress.set(n as f64 / rate);
     }
@@ -146,24 +143,4 @@ fn encode_file(
         .map(|p| Tensor::cat(&p, 1))
         .collect::<candle_core::Result<Vec<_>>>()?;
     Ok((levels, n))
-}
-
-/// A chunk as `[C, n]` with the codec's channel count: mono codecs get the down-mix (done while
-/// reading), stereo codecs get a mono file duplicated; anything else is refused.
-fn chunk_tensor(chunk: AudioChunk, want: usize) -> Result<Tensor> {
-    let n = chunk.n_frames();
-    let have = chunk.n_channels();
-    let mut channels = chunk.channels;
-    if have == 1 && want > 1 {
-        channels = vec![channels.swap_remove(0); want];
-    } else if have != want {
-        return Err(Error::invalid(format!(
-            "the file has {have} channels and the codec takes {want}; mix it down first"
-        )));
-    }
-    Ok(Tensor::from_vec(
-        channels.concat(),
-        (want, n),
-        &Device::Cpu,
-    )?)
 }

@@ -143,6 +143,10 @@ impl Store for LocalStore {
         Ok(())
     }
 
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.path(key).ok()
+    }
+
     fn clear_staging(&self) -> Result<()> {
         let staging = self.root.join(STAGING);
         match fs::remove_dir_all(&staging) {

@@ -43,6 +43,12 @@ pub trait Store: Send + Sync {
     /// Copy `key` to the local file `dest` (for merging shards), streaming.
     fn fetch_to(&self, key: &str, dest: &Path) -> Result<()>;
 
+    /// Where `key` lies on the local file system, when the store is a directory: readers can
+    /// then use it in place instead of copying it with [`Store::fetch_to`].
+    fn local_path(&self, _key: &str) -> Option<PathBuf> {
+        None
+    }
+
     /// Remove what killed workers left in the staging area. Only safe when no other worker
     /// is running on this output (a process that made every shard, or `merge`).
     fn clear_staging(&self) -> Result<()>;

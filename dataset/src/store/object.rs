@@ -69,11 +69,6 @@ impl ObjectStoreOutput {
         Error::file(format!("{}/{key}", self.url), one_line(&e))
     }
 
-    /// Copy the object `key` to the local file `dest`.
-    pub fn fetch_to_local(&self, key: &str, dest: &Path) -> Result<()> {
-        Store::fetch_to(self, key, dest)
-    }
-
     /// Every object key below `prefix` (recursively), relative to this store's root, sorted.
     pub fn list_recursive(&self, prefix: &str) -> Result<Vec<String>> {
         let location = self.location(prefix);

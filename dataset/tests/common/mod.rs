@@ -142,7 +142,6 @@ pub fn item(spec: &Spec, id: &str, rel: &str, text: Option<&str>, steps: usize) 
             text: text.map(str::to_owned),
             duration: None,
         },
-        source_sample_rate: 44_100,
         n_samples,
         codes: Codes::new(tensors, meta).unwrap(),
     }
