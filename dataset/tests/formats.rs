@@ -649,3 +649,20 @@ fn code_width_boundary_is_65536_entries() {
     assert_eq!(CodeWidth::for_codebook(65_537), CodeWidth::U32);
     assert_eq!(CodeWidth::for_codebook(1), CodeWidth::U16);
 }
+
+#[test]
+fn megatron_index_with_absurd_counts_is_an_error_not_an_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hostile.idx");
+    let mut b = tessera_dataset::format::megatron::INDEX_MAGIC.to_vec();
+    b.extend_from_slice(&1u64.to_le_bytes());
+    b.push(8);
+    b.extend_from_slice(&(u64::MAX / 4).to_le_bytes());
+    b.extend_from_slice(&1u64.to_le_bytes());
+    std::fs::write(&path, &b).unwrap();
+    let e = MegatronIndex::read(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("hostile.idx") && e.contains("absurd counts"),
+        "{e}"
+    );
+}

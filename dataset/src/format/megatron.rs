@@ -289,6 +289,16 @@ fn read_header(path: &Path, r: &mut impl Read) -> Result<IndexHeader> {
         sequences: u64_at(18),
         documents: u64_at(26),
     };
+    // Counts no file can hold would overflow the offsets computed from them.
+    if header.sequences > u64::MAX / 32 || header.documents > u64::MAX / 32 {
+        return Err(Error::file(
+            path,
+            format!(
+                "absurd counts in the header ({} sequences, {} documents)",
+                header.sequences, header.documents
+            ),
+        ));
+    }
     if header.documents == 0 {
         return Err(Error::file(
             path,
