@@ -7,7 +7,7 @@ use tessera_core::config::{check_elems, check_finite, check_range};
 use tessera_core::{Error, Result};
 
 use crate::hf_config::{field, object, optional, py_floordiv};
-use crate::seanet::{ConvNorm, PadMode, SeanetConfig};
+use crate::seanet::{ConvNorm, MAX_CHANNELS, PadMode, SeanetConfig, check_geometry};
 
 /// The fields of transformers' `EncodecConfig`; absent keys take its defaults (those of
 /// facebook/encodec_24khz). Generic keys (`architectures`, `torch_dtype`, ...) are ignored.
@@ -51,7 +51,6 @@ impl Default for EncodecConfig {
 }
 
 /// Limits no real EnCodec comes near; they keep a broken config from allocating absurd sizes.
-const MAX_CHANNELS: usize = 1 << 14;
 const MAX_KERNEL: usize = 1 << 10;
 const MAX_PARAMS: u64 = 1 << 31;
 const MAX_QUANTIZERS: usize = 1 << 10;
@@ -274,43 +273,13 @@ impl EncodecConfig {
                 self.hidden_size
             )));
         }
-        let ratios = &self.upsampling_ratios;
-        if ratios.is_empty() || ratios.len() > 8 {
-            return Err(Error::config(format!(
-                "upsampling_ratios has {} entries (expected 1..=8)",
-                ratios.len()
-            )));
-        }
-        for (i, &r) in ratios.iter().enumerate() {
-            check_range(&format!("upsampling_ratios[{i}]"), r, 1, 64)?;
-        }
-        check_range(
-            "hop length (product of upsampling_ratios)",
-            self.hop_length(),
-            1,
-            1 << 16,
+        let inner = check_geometry(
+            &self.upsampling_ratios,
+            self.num_filters,
+            self.compress,
+            self.dilation_growth_rate,
+            self.num_residual_layers,
         )?;
-        let inner = self
-            .num_filters
-            .checked_shl(ratios.len() as u32)
-            .filter(|&c| c <= MAX_CHANNELS)
-            .ok_or_else(|| {
-                Error::config(format!(
-                    "num_filters {} doubled over {} stages exceeds {MAX_CHANNELS} channels",
-                    self.num_filters,
-                    ratios.len()
-                ))
-            })?;
-        if self.num_filters / self.compress == 0 {
-            return Err(Error::config(format!(
-                "compress = {} leaves residual blocks of {} filters with no channels",
-                self.compress, self.num_filters
-            )));
-        }
-        let max_dilation = (self.dilation_growth_rate as u64)
-            .checked_pow(self.num_residual_layers.saturating_sub(1) as u32)
-            .unwrap_or(u64::MAX);
-        check_range("largest residual dilation", max_dilation, 1, 1 << 16)?;
         match self.norm_type.as_str() {
             "weight_norm" | "time_group_norm" => {}
             other => {

@@ -21,6 +21,8 @@ mod resblock;
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
+use tessera_core::Error;
+use tessera_core::config::check_range;
 
 pub use conv::ConvNorm;
 pub use pad::PadMode;
@@ -30,6 +32,54 @@ pub(crate) use ops::elu;
 
 use lstm::{Lstm, LstmState};
 use resblock::{ResBlock, ResSpec, ResState};
+
+/// Most channels a SEANet stage may have; configs are checked against it before allocating.
+pub(crate) const MAX_CHANNELS: usize = 1 << 14;
+
+/// The geometry checks that EnCodec's and Mimi's configs share (both carry the SEANet fields
+/// under the same names). Returns the channel count of the innermost stage.
+pub(crate) fn check_geometry(
+    upsampling_ratios: &[usize],
+    num_filters: usize,
+    compress: usize,
+    dilation_growth_rate: usize,
+    num_residual_layers: usize,
+) -> tessera_core::Result<usize> {
+    if upsampling_ratios.is_empty() || upsampling_ratios.len() > 8 {
+        return Err(Error::config(format!(
+            "upsampling_ratios has {} entries (expected 1..=8)",
+            upsampling_ratios.len()
+        )));
+    }
+    for (i, &r) in upsampling_ratios.iter().enumerate() {
+        check_range(&format!("upsampling_ratios[{i}]"), r, 1, 64)?;
+    }
+    check_range(
+        "hop length (product of upsampling_ratios)",
+        upsampling_ratios.iter().product::<usize>(),
+        1,
+        1 << 16,
+    )?;
+    let inner = num_filters
+        .checked_shl(upsampling_ratios.len() as u32)
+        .filter(|&c| c <= MAX_CHANNELS)
+        .ok_or_else(|| {
+            Error::config(format!(
+                "num_filters {num_filters} doubled over {} stages exceeds {MAX_CHANNELS} channels",
+                upsampling_ratios.len()
+            ))
+        })?;
+    if num_filters / compress == 0 {
+        return Err(Error::config(format!(
+            "compress = {compress} leaves residual blocks of {num_filters} filters with no channels"
+        )));
+    }
+    let max_dilation = (dilation_growth_rate as u64)
+        .checked_pow(num_residual_layers.saturating_sub(1) as u32)
+        .unwrap_or(u64::MAX);
+    check_range("largest residual dilation", max_dilation, 1, 1 << 16)?;
+    Ok(inner)
+}
 
 /// Everything that shapes a SEANet encoder/decoder pair.
 #[derive(Debug, Clone, PartialEq)]
