@@ -2,14 +2,17 @@
 
 Run from the repository root with the reference environment:
 
-    HF_HUB_OFFLINE=1 /work/refenv/bin/python benches/compare/lm_vs_peers.py --threads 2 --rounds 5
+    HF_HUB_OFFLINE=1 /work/refenv/bin/python benches/compare/lm_vs_peers.py --threads 2 --rounds 5 \
+        [--family llama|gemma3]
 
-A ~100M-parameter Llama (hidden 768, 12 layers, 12 heads / 4 KV heads, MLP 2048, vocabulary
-32000, tied embeddings; the shape of benches/src/lm.rs) is saved once with random weights by
-transformers (f32 safetensors in --dir) and loaded by all implementations. Each round runs, one
-after the other: tessera, tessera with five 128-token sliding-window layers to one global layer
-(same weights), candle-transformers' llama (benches/examples/lm_speed.rs, release build), and
-transformers' LlamaForCausalLM with eager and sdpa attention, all on the same 512-token prompt
+A ~100M-parameter Llama (`--family llama`: hidden 768, 12 layers, 12 heads / 4 KV heads, MLP
+2048, vocabulary 32000, tied embeddings; the shape of benches/src/lm.rs) or Gemma 3 of the same
+size (`--family gemma3`, five 128-token window layers to one global) is saved once with random
+weights by transformers (f32 safetensors in --dir) and loaded by all implementations. Each round
+runs, one after the other: tessera, for Llama also tessera with five 128-token sliding-window
+layers to one global layer (same weights), candle-transformers' llama or gemma3
+(benches/examples/lm_speed.rs, release build), and transformers' model with eager and sdpa
+attention, all on the same 512-token prompt
 (one prefill forward, logits of the last position) followed by 128 greedy tokens with the KV
 cache, at the same thread count. Rounds interleave the implementations so that a change in
 machine load hits all of them; the summary gives medians over rounds, and ratios taken within
@@ -24,25 +27,38 @@ import sys
 import time
 
 import torch
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers import (AutoModelForCausalLM, DynamicCache, Gemma3ForCausalLM, Gemma3TextConfig,
+                          LlamaConfig, LlamaForCausalLM)
 
-RUST_IMPLS = ["tessera", "tessera-hybrid", "candle"]
 TORCH_IMPLS = ["eager", "sdpa"]
 
 
-def config():
-    return LlamaConfig(vocab_size=32000, hidden_size=768, intermediate_size=2048,
-                       num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=4,
-                       head_dim=64, max_position_embeddings=4096, rms_norm_eps=1e-6,
-                       tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
-                       rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+def rust_impls(family):
+    # The Gemma 3 model is hybrid already (five 128-token window layers to one global layer).
+    return ["tessera", "tessera-hybrid", "candle"] if family == "llama" else ["tessera", "candle"]
 
 
-def ensure_checkpoint(path):
+def build_model(family):
+    """~100M parameters: hidden 768, 12 layers, 12 heads / 4 KV heads of 64, MLP 2048, vocab
+    32000, tied embeddings. Gemma 3 adds its own norms, GeGLU, and windows of 128 on five layers
+    of every six (local RoPE base 10k, global 1M), as the released Gemma 3 configs do."""
+    common = dict(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+                  num_attention_heads=12, num_key_value_heads=4, head_dim=64,
+                  max_position_embeddings=4096, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                  bos_token_id=1, eos_token_id=2)
+    if family == "llama":
+        return LlamaForCausalLM(LlamaConfig(
+            **common, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}))
+    cfg = Gemma3TextConfig(**common, sliding_window=128, query_pre_attn_scalar=64,
+                           layer_types=["full_attention" if (i + 1) % 6 == 0 else
+                                        "sliding_attention" for i in range(12)])
+    return Gemma3ForCausalLM(cfg)
+
+
+def ensure_checkpoint(path, family):
     if not os.path.exists(os.path.join(path, "model.safetensors")):
         torch.manual_seed(0)
-        model = LlamaForCausalLM(config())
-        model.save_pretrained(path, max_shard_size="10GB")
+        build_model(family).save_pretrained(path, max_shard_size="10GB")
 
 
 def prompt_ids(n, vocab):
@@ -76,14 +92,19 @@ def rust_binary(build):
 
 def time_rust(binary, which, path, threads, prompt_len, new):
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads), CANDLE_NUM_THREADS=str(threads))
-    out = subprocess.run([binary, which, path, str(prompt_len), str(new), "1"], env=env,
-                         check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    run = subprocess.run([binary, which, path, str(prompt_len), str(new), "1"], env=env,
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        # A peer that cannot run this model (candle-transformers' gemma3 on the CPU) is reported
+        # with its error and left out of the table rather than stopping the comparison.
+        return {"failed": (run.stderr.strip().splitlines() or ["no output"])[0]}
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--dir", default="/tmp/tessera-lm-100m")
+    ap.add_argument("--family", choices=["llama", "gemma3"], default="llama")
+    ap.add_argument("--dir", help="checkpoint directory (default /tmp/tessera-lm-100m-FAMILY)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--prompt", type=int, default=512)
@@ -92,21 +113,29 @@ def main():
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
-    ensure_checkpoint(args.dir)
+    args.dir = args.dir or f"/tmp/tessera-lm-100m-{args.family}"
+    ensure_checkpoint(args.dir, args.family)
     binary = rust_binary(not args.no_build)
-    model = LlamaForCausalLM.from_pretrained(args.dir, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(args.dir, dtype=torch.float32).eval()
     params = sum(p.numel() for p in model.parameters())
     prompt = torch.tensor([prompt_ids(args.prompt, model.config.vocab_size)])
-    for attn in TORCH_IMPLS:  # warm-up
-        time_torch(model, attn, prompt[:, :16], 4)
-    print(f"# {params / 1e6:.1f}M parameters, f32, {args.threads} threads, prompt {args.prompt}, "
+    for attn in TORCH_IMPLS:  # warm-up at full size, as lm_speed warms up
+        time_torch(model, attn, prompt, 4)
+    print(f"# {args.family}, {params / 1e6:.1f}M parameters, f32, {args.threads} threads, prompt {args.prompt}, "
           f"{args.new} new tokens, load average {os.getloadavg()[0]:.1f}", flush=True)
 
-    rounds = []
+    rounds, failed = [], {}
     for r in range(args.rounds):
         row = {}
-        for which in RUST_IMPLS:
-            row[which] = time_rust(binary, which, args.dir, args.threads, args.prompt, args.new)
+        for which in rust_impls(args.family):
+            if which in failed:
+                continue
+            result = time_rust(binary, which, args.dir, args.threads, args.prompt, args.new)
+            if "failed" in result:
+                failed[which] = result["failed"]
+                print(f"# {which} failed: {result['failed']}", flush=True)
+            else:
+                row[which] = result
         for attn in TORCH_IMPLS:
             row[f"transformers-{attn}"] = time_torch(model, attn, prompt, args.new)
         row["loadavg"] = os.getloadavg()[0]
@@ -124,7 +153,8 @@ def main():
             if name != "loadavg":
                 r["prefill_cpu_tok_s"] = args.prompt / max(r["prefill_cpu_s"], 1e-3)
                 r["decode_cpu_tok_s"] = (args.new - 1) / max(r["decode_cpu_s"], 1e-3)
-    impls = RUST_IMPLS + [f"transformers-{a}" for a in TORCH_IMPLS]
+    impls = [i for i in rust_impls(args.family) if i not in failed]
+    impls += [f"transformers-{a}" for a in TORCH_IMPLS]
     metrics = [("prefill_tok_s", "prefill"), ("decode_tok_s", "decode"),
                ("prefill_cpu_tok_s", "prefill/cpu-s"), ("decode_cpu_tok_s", "decode/cpu-s")]
     print("\nmedian tokens/s over rounds (best round in brackets), and the median over rounds of "
@@ -138,6 +168,8 @@ def main():
             ratio = statistics.median(row["tessera"][m] / row[name][m] for row in rounds)
             cells.append(f"{med:8.1f} [{best:6.1f}] {ratio:4.2f}x")
         print(f"{name:<20}" + "".join(f"{c:>22}" for c in cells))
+    for name, reason in failed.items():
+        print(f"{name:<20}failed: {reason}")
     loads = [row["loadavg"] for row in rounds]
     print(f"\nload average during the rounds: {min(loads):.1f}-{max(loads):.1f}")
 

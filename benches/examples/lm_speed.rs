@@ -5,13 +5,15 @@
 //!
 //! IMPL: `tessera` (the checkpoint as it is), `tessera-hybrid` (the same weights with five
 //! sliding-window layers of 128 positions to one global layer) or `candle` (candle-transformers'
-//! llama, a speed peer only). After one warm-up run, each repetition prefills PROMPT tokens in one
-//! forward pass and then decodes NEW tokens greedily with the KV cache.
+//! `llama` or `gemma3`, by the config's `model_type`; a speed peer only). After one warm-up run,
+//! each repetition prefills PROMPT tokens in one forward pass and then decodes NEW tokens greedily
+//! with the KV cache.
 
+use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use candle_transformers::models::llama as peer;
+use candle_transformers::models::{gemma3 as peer_gemma3, llama as peer};
 use tessera_benches::lm::{speed_prompt, with_window_pattern};
 use tessera_core::{Checkpoint, Error, Result};
 use tessera_lm::{Decoder, DecoderConfig, sampling::argmax};
@@ -93,7 +95,10 @@ fn main() -> Result<()> {
     };
     let vocab = read_vocab(dir)?;
     let prompt = speed_prompt(prompt_len, vocab);
-    run(&prompt[..16.min(prompt_len)], 4)?;
+    // The warm-up has the timed runs' size, so that the allocator's and gemm's buffers are
+    // grown before the clock starts, as they are in a long-lived process (the Python peers are
+    // timed in one process, round after round).
+    run(&prompt, 4.min(new))?;
     for _ in 0..reps {
         let t = run(&prompt, new)?;
         let kv = t
@@ -154,10 +159,15 @@ fn tessera(dir: &str, hybrid: bool) -> Result<Runner> {
 fn candle(dir: &str) -> Result<Runner> {
     let ckpt = Checkpoint::open(dir)?;
     let text = std::fs::read_to_string(&ckpt.config).map_err(|e| Error::file(&ckpt.config, e))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::file(&ckpt.config, e))?;
+    if json["model_type"].as_str() == Some("gemma3_text") {
+        return candle_gemma3(dir, json);
+    }
     let cfg: peer::LlamaConfig =
         serde_json::from_str(&text).map_err(|e| Error::file(&ckpt.config, e))?;
     let cfg = cfg.into_config(false);
-    let weights = std::path::Path::new(dir).join("model.safetensors");
+    let weights = Path::new(dir).join("model.safetensors");
     // SAFETY: the file is not modified while mapped (a benchmark's own scratch checkpoint).
     let vb = unsafe {
         candle_nn::VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu)?
@@ -174,6 +184,63 @@ fn candle(dir: &str) -> Result<Runner> {
         for pos in prompt.len()..prompt.len() + new.saturating_sub(1) {
             let next = argmax(&logits.squeeze(0)?.to_vec1::<f32>()?);
             logits = model.forward(&Tensor::new(&[[next]], &dev)?, pos, &mut cache)?;
+        }
+        let decode = clock.stop();
+        Ok(Timing {
+            prefill,
+            decode,
+            kv_cache_bytes: None,
+        })
+    }))
+}
+
+/// candle-transformers' Gemma 3 reads the flat config fields of the Hub repositories
+/// (`rope_theta`, `rope_local_base_freq`, `sliding_window_pattern`); transformers 5 saves them
+/// nested (`rope_parameters`) or as `layer_types`, so they are filled in from there.
+fn candle_gemma3(dir: &str, mut json: serde_json::Value) -> Result<Runner> {
+    let config_path = Path::new(dir).join("config.json");
+    let bad = |what: &str| Error::invalid(format!("{}: {what}", config_path.display()));
+    let rope = |kind: &str| json["rope_parameters"][kind]["rope_theta"].as_f64();
+    let (global, local) = (rope("full_attention"), rope("sliding_attention"));
+    let pattern = json["layer_types"].as_array().and_then(|types| {
+        types
+            .iter()
+            .position(|t| t.as_str() == Some("full_attention"))
+            .map(|i| i + 1)
+    });
+    let obj = json
+        .as_object_mut()
+        .ok_or_else(|| bad("not a JSON object"))?;
+    for (key, value) in [
+        ("rope_theta", global.map(serde_json::Value::from)),
+        ("rope_local_base_freq", local.map(serde_json::Value::from)),
+        (
+            "sliding_window_pattern",
+            pattern.map(serde_json::Value::from),
+        ),
+    ] {
+        if !obj.contains_key(key) {
+            obj.insert(key.into(), value.ok_or_else(|| bad(&format!("no {key}")))?);
+        }
+    }
+    let cfg: peer_gemma3::Config = serde_json::from_value(json).map_err(|e| bad(&e.to_string()))?;
+    let weights = Path::new(dir).join("model.safetensors");
+    // SAFETY: as in `candle`.
+    let vb = unsafe {
+        candle_nn::VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu)?
+    };
+    let mut model = peer_gemma3::Model::new(false, &cfg, vb)?;
+    Ok(Box::new(move |prompt, new| {
+        let dev = Device::Cpu;
+        model.clear_kv_cache();
+        let clock = Stopwatch::start();
+        let input = Tensor::new(prompt, &dev)?.unsqueeze(0)?;
+        let mut logits = model.forward(&input, 0)?;
+        let prefill = clock.stop();
+        let clock = Stopwatch::start();
+        for pos in prompt.len()..prompt.len() + new.saturating_sub(1) {
+            let next = argmax(&logits.flatten_all()?.to_vec1::<f32>()?);
+            logits = model.forward(&Tensor::new(&[[next]], &dev)?, pos)?;
         }
         let decode = clock.stop();
         Ok(Timing {

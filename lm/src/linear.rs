@@ -5,7 +5,14 @@
 //! 2-core machine it was 20% slower than candle's single-threaded path (one extra fork-join per
 //! layer and no more memory bandwidth to gain).
 
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
+
+use crate::kernels::linear::{ParallelLinear, ParallelLinearBias};
+
+/// From this many rows on, f32 products on the CPU split their output columns between threads
+/// (see `kernels/linear.rs`); fewer rows (decode, short verification passes) are
+/// matrix-vector work that candle's path serves well.
+const PARALLEL_MIN_ROWS: usize = 8;
 
 #[derive(Debug, Clone)]
 pub struct Linear {
@@ -54,6 +61,19 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let parallel = x.rank() == 2
+            && x.dim(0)? >= PARALLEL_MIN_ROWS
+            && x.dtype() == DType::F32
+            && self.weight.dtype() == DType::F32
+            && x.device().is_cpu()
+            && self.weight.is_contiguous();
+        if parallel {
+            let x = x.contiguous()?;
+            return match &self.bias {
+                Some(b) => x.apply_op3_no_bwd(&self.weight, b, &ParallelLinearBias),
+                None => x.apply_op2_no_bwd(&self.weight, &ParallelLinear),
+            };
+        }
         let y = matmul_t(x, &self.weight)?;
         match &self.bias {
             Some(b) => y.broadcast_add(b),

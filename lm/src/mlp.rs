@@ -4,7 +4,7 @@ use candle_core::{DType, Tensor};
 use candle_nn::{Module, VarBuilder};
 
 use crate::config::{Activation, DecoderConfig};
-use crate::kernels::swiglu::SwiGlu;
+use crate::kernels::glu::{Gate, GatedUnit};
 use crate::linear::Linear;
 
 #[derive(Debug, Clone)]
@@ -31,12 +31,16 @@ impl Mlp {
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let gate_up = self.gate_up.forward(x)?;
-        let fused = matches!(self.activation, Activation::Silu)
-            && gate_up.dtype() == DType::F32
-            && gate_up.device().is_cpu()
-            && gate_up.rank() == 2;
-        let hidden = if fused {
-            gate_up.apply_op1_no_bwd(&SwiGlu)?
+        let fused = match self.activation {
+            Activation::Silu => Some(Gate::Silu),
+            Activation::GeluTanh => Some(Gate::GeluTanh),
+            Activation::GeluErf => None,
+        }
+        .filter(|_| {
+            gate_up.dtype() == DType::F32 && gate_up.device().is_cpu() && gate_up.rank() == 2
+        });
+        let hidden = if let Some(gate) = fused {
+            gate_up.apply_op1_no_bwd(&GatedUnit(gate))?
         } else {
             let last = gate_up.rank() - 1;
             let gate = gate_up.narrow(last, 0, self.intermediate)?;

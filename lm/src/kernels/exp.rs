@@ -75,6 +75,16 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + exp(-x))
 }
 
+/// The tanh approximation of GELU, `x/2 (1 + tanh(u))` with `u = sqrt(2/pi) (x + 0.044715 x^3)`,
+/// computed as `x sigmoid(2u)` (the same function: `(1 + tanh(u)) / 2 = sigmoid(2u)`), which
+/// needs one exponential and keeps full relative precision where `tanh(u)` is near -1.
+#[inline(always)]
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let u = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
+    x / (1.0 + exp(-2.0 * u))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +125,23 @@ mod tests {
             let want = x as f64 / (1.0 + (-(x as f64)).exp());
             assert!((silu(x) as f64 - want).abs() < 1e-6 * want.abs().max(1.0));
         }
+    }
+
+    /// Against torch's definition, `x/2 (1 + tanh(u))`, in f64.
+    #[test]
+    fn gelu_tanh_matches_its_definition() {
+        let mut worst = 0f64;
+        let mut x = -12.0f32;
+        while x < 12.0 {
+            let xd = x as f64;
+            let u = (2.0 / std::f64::consts::PI).sqrt() * (xd + 0.044715 * xd.powi(3));
+            let want = 0.5 * xd * (1.0 + u.tanh());
+            worst = worst.max((gelu_tanh(x) as f64 - want).abs() / want.abs().max(1.0));
+            x += 0.000_97;
+        }
+        assert!(worst < 1e-6, "worst error {worst:e}");
+        assert_eq!(gelu_tanh(0.0), 0.0);
+        assert!(gelu_tanh(-100.0).abs() < 1e-30);
+        assert_eq!(gelu_tanh(100.0), 100.0);
     }
 }

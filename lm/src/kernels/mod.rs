@@ -1,12 +1,13 @@
-//! CPU kernels for the f32 hot paths (fused attention, SwiGLU), used when the model computes
+//! CPU kernels for the f32 hot paths (fused attention, gated MLP activations, the column-parallel linear layer), used when the model computes
 //! in f32 on the CPU; other dtypes and devices take the plain candle ops.
 
 pub mod add;
 pub mod attention;
 pub mod exp;
 mod gemm;
+pub mod glu;
+pub mod linear;
 pub mod rope;
-pub mod swiglu;
 
 #[cfg(test)]
 mod tests;

@@ -3,8 +3,8 @@
 use candle_core::{Device, Tensor};
 
 use super::attention::FusedAttention;
+use super::glu::{Gate, GatedUnit};
 use super::rope::RopeHeads;
-use super::swiglu::SwiGlu;
 use crate::kv_cache::KeyMask;
 
 /// Deterministic values in about [-2, 2].
@@ -247,7 +247,7 @@ fn swiglu_is_silu_gate_times_up() {
         let x = values(len * 2 * inter, 11);
         let y = Tensor::from_slice(&x, (len, 2 * inter), &dev)
             .unwrap()
-            .apply_op1_no_bwd(&SwiGlu)
+            .apply_op1_no_bwd(&GatedUnit(Gate::Silu))
             .unwrap();
         let y: Vec<Vec<f32>> = y.to_vec2().unwrap();
         for t in 0..len {
@@ -259,6 +259,59 @@ fn swiglu_is_silu_gate_times_up() {
                 let want = g / (1.0 + (-g).exp()) * u;
                 assert!((y[t][i] as f64 - want).abs() < 1e-6, "{t} {i}");
             }
+        }
+    }
+}
+
+#[test]
+fn geglu_is_tanh_gelu_gate_times_up() {
+    let dev = Device::Cpu;
+    for len in [1, 3, 50] {
+        let inter = 24;
+        let x = values(len * 2 * inter, 12);
+        let y = Tensor::from_slice(&x, (len, 2 * inter), &dev)
+            .unwrap()
+            .apply_op1_no_bwd(&GatedUnit(Gate::GeluTanh))
+            .unwrap();
+        let y: Vec<Vec<f32>> = y.to_vec2().unwrap();
+        for t in 0..len {
+            for i in 0..inter {
+                let (g, u) = (
+                    x[t * 2 * inter + i] as f64,
+                    x[t * 2 * inter + inter + i] as f64,
+                );
+                let inner = (2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g);
+                let want = 0.5 * g * (1.0 + inner.tanh()) * u;
+                assert!((y[t][i] as f64 - want).abs() < 1e-6, "{t} {i}");
+            }
+        }
+    }
+}
+
+/// The column-parallel linear layer equals candle's matmul, with and without bias, for row
+/// counts and widths that leave partial column slabs.
+#[test]
+fn parallel_linear_equals_matmul() {
+    use super::linear::{ParallelLinear, ParallelLinearBias};
+    let dev = Device::Cpu;
+    for (m, k, n) in [(8, 5, 3), (17, 64, 200), (40, 33, 385)] {
+        let x = Tensor::from_slice(&values(m * k, 1), (m, k), &dev).unwrap();
+        let w = Tensor::from_slice(&values(n * k, 2), (n, k), &dev).unwrap();
+        let b = Tensor::from_slice(&values(n, 3), n, &dev).unwrap();
+        let want = x.matmul(&w.t().unwrap()).unwrap();
+        let got = x.apply_op2_no_bwd(&w, &ParallelLinear).unwrap();
+        let want_b = want.broadcast_add(&b).unwrap();
+        let got_b = x.apply_op3_no_bwd(&w, &b, &ParallelLinearBias).unwrap();
+        for (got, want) in [(got, want), (got_b, want_b)] {
+            let err = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(err < 1e-4, "{m}x{k}x{n}: {err}");
         }
     }
 }
