@@ -10,9 +10,11 @@
 
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
-use tessera_core::nn::{Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig};
+use tessera_core::nn::{
+    Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig, InputActivation,
+};
 
-use super::ops::GroupNorm1;
+use super::ops::{GroupNorm1, elu};
 use super::pad::{PadMode, pad1d, right_extension};
 
 /// Normalisation after each convolution.
@@ -162,18 +164,37 @@ impl SConv1d {
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.conv.forward(&self.padded(x)?)?;
-        match &self.norm {
-            Some(norm) => norm.forward(&y),
-            None => Ok(y),
-        }
+        self.forward_with(x, false, None)
     }
 
-    /// `forward(x) + residual`, the addition done inside the conv kernel where it can be.
-    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
-        match &self.norm {
-            Some(norm) => norm.forward(&self.conv.forward(&self.padded(x)?)?)? + residual,
-            None => self.conv.forward_add(&self.padded(x)?, residual),
+    /// `forward(elu(x))`, the ELU applied by the conv kernel to its input tiles (after the
+    /// padding, which ELU commutes with: it maps mirrored samples to mirrored samples and 0 to 0).
+    pub fn forward_elu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_with(x, true, None)
+    }
+
+    /// `forward(elu(x)) + residual`, the addition done inside the conv kernel where it can be.
+    pub fn forward_elu_add(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_with(x, true, Some(residual))
+    }
+
+    fn forward_with(
+        &self,
+        x: &Tensor,
+        elu: bool,
+        residual: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let pre = elu.then_some(InputActivation::Elu);
+        let padded = self.padded(x)?;
+        match (&self.norm, residual) {
+            (None, residual) => self.conv.forward_activated(&padded, pre, None, residual),
+            (Some(norm), residual) => {
+                let y = norm.forward(&self.conv.forward_activated(&padded, pre, None, None)?)?;
+                match residual {
+                    Some(r) => y + r,
+                    None => Ok(y),
+                }
+            }
         }
     }
 
@@ -286,6 +307,13 @@ enum TrKernel {
 }
 
 impl TrKernel {
+    fn forward_elu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            TrKernel::Dense(conv) => conv.forward_activated(x, Some(InputActivation::Elu)),
+            TrKernel::Depthwise { .. } => self.forward(&elu(x)?),
+        }
+    }
+
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             TrKernel::Dense(conv) => conv.forward(x),
@@ -414,7 +442,15 @@ impl SConvTranspose1d {
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.conv.forward(x)?;
+        self.forward_trimmed(self.conv.forward(x)?)
+    }
+
+    /// `forward(elu(x))`, the ELU applied inside the kernel where it can be.
+    pub fn forward_elu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_trimmed(self.conv.forward_elu(x)?)
+    }
+
+    fn forward_trimmed(&self, y: Tensor) -> candle_core::Result<Tensor> {
         let y = match &self.norm {
             Some(norm) => norm.forward(&y)?,
             None => y,

@@ -272,14 +272,28 @@ impl Seanet {
     /// The whole signal `[B, C, T]` at once, exactly as the reference pads it.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
+        // An ELU is held back and applied by the conv after it, on that conv's input tiles:
+        // one pass over the signal fewer, and no activated copy of it in memory.
+        let mut pending_elu = false;
         for layer in &self.layers {
+            let activated = std::mem::take(&mut pending_elu);
+            let input = |x: &Tensor| if activated { elu(x) } else { Ok(x.clone()) };
             x = match layer {
+                Layer::Elu => {
+                    x = input(&x)?;
+                    pending_elu = true;
+                    continue;
+                }
+                Layer::Conv(conv) if activated => conv.forward_elu(&x)?,
                 Layer::Conv(conv) => conv.forward(&x)?,
+                Layer::ConvTr(conv) if activated => conv.forward_elu(&x)?,
                 Layer::ConvTr(conv) => conv.forward(&x)?,
-                Layer::Res(block) => block.forward(&x)?,
-                Layer::Elu => elu(&x)?,
-                Layer::Lstm(lstm) => lstm.forward(&x)?,
+                Layer::Res(block) => block.forward(&input(&x)?)?,
+                Layer::Lstm(lstm) => lstm.forward(&input(&x)?)?,
             };
+        }
+        if pending_elu {
+            x = elu(&x)?;
         }
         Ok(x)
     }

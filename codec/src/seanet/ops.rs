@@ -3,6 +3,7 @@
 use candle_core::{CpuStorage, DType, Layout, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
+use tessera_core::nn::elu_f32;
 
 /// `nn.ELU()` (alpha 1): `x` for `x > 0`, `expm1(x)` otherwise. torch uses `expm1`, which keeps
 /// full relative precision for small negative inputs where `exp(x) - 1` (candle's `elu`) does
@@ -42,68 +43,6 @@ impl candle_core::CustomOp1 for Elu {
                 }
             });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
-    }
-}
-
-/// ELU of one value, branch-free so that the loop over a tensor vectorises: `expm1` from a
-/// Cody-Waite reduction `x = k ln2 + r`, a degree-8 Taylor polynomial for `expm1(r)` on
-/// `|r| <= ln2 / 2`, and `expm1(x) = 2^k expm1(r) + (2^k - 1)` (exact scaling, one rounding).
-/// Within 2 ulp of the exact value, like torch's vectorised `expm1` (1 ulp).
-#[inline(always)]
-pub(crate) fn elu_f32(v: f32) -> f32 {
-    const INV_LN2: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // Adding and removing 1.5 * 2^23 rounds to the nearest integer in plain SSE2 arithmetic
-    // (`round` would be a library call on baseline x86-64 and stop vectorisation).
-    const ROUND: f32 = 12_582_912.0;
-    let x = v.clamp(-88.0, 0.0);
-    let shifted = x * INV_LN2 + ROUND;
-    let k = shifted - ROUND;
-    let r = (x - k * LN2_HI) - k * LN2_LO;
-    let p = r + r
-        * r
-        * (0.5
-            + r * (1.0 / 6.0
-                + r * (1.0 / 24.0
-                    + r * (1.0 / 120.0
-                        + r * (1.0 / 720.0 + r * (1.0 / 5040.0 + r * (1.0 / 40320.0)))))));
-    // k sits in the low mantissa bits of `shifted`: 2^k without a float-to-int conversion
-    // (which would not vectorise either).
-    let k_int = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
-    let scale = f32::from_bits((k_int.wrapping_add(127) << 23) as u32);
-    let e = scale * p + (scale - 1.0);
-    if v > 0.0 { v } else { e }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::elu_f32;
-
-    /// Within 2 ulp of `expm1` computed in f64, over the whole negative range.
-    #[test]
-    fn elu_is_accurate() {
-        let mut worst = 0f64;
-        let mut x = -100f32;
-        while x < 0.0 {
-            let want = (x as f64).exp_m1();
-            let got = elu_f32(x) as f64;
-            let ulp = (want.abs() as f32).max(f32::MIN_POSITIVE) as f64 * f32::EPSILON as f64;
-            worst = worst.max((got - want).abs() / ulp);
-            x = if x < -1e-3 {
-                x * 0.999_9 + 1e-7
-            } else {
-                x * 0.99
-            };
-            if x > -1e-30 {
-                break;
-            }
-        }
-        assert!(worst <= 2.0, "worst error {worst} ulp");
-        assert_eq!(elu_f32(0.0), 0.0);
-        assert_eq!(elu_f32(2.5), 2.5);
-        assert_eq!(elu_f32(-200.0), -1.0);
-        assert!(elu_f32(f32::NAN).is_nan());
     }
 }
 

@@ -69,8 +69,8 @@ impl ResBlock {
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.conv1.forward(&elu(x)?)?;
-        self.conv2.forward_add(&elu(&y)?, &self.skip(x)?)
+        let y = self.conv1.forward_elu(x)?;
+        self.conv2.forward_elu_add(&y, &self.skip(x)?)
     }
 
     /// Stride-1 convs emit their outputs in input order, so the residual path's `m` new samples

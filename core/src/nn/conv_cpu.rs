@@ -22,16 +22,36 @@
 
 use rayon::prelude::*;
 
+use super::elu::elu_in_place;
 use super::gemm::{MatRef, SharedOut};
 use super::snake_cpu::{SnakeParams, snake_in_place};
+
+/// An activation applied to a kernel's input samples as they are copied into its tile.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PreAct<'a> {
+    /// Snake, per input channel.
+    Snake(SnakeParams<'a>),
+    /// ELU (alpha 1). It maps 0 to 0 and commutes with reflect/replicate padding, so it may be
+    /// applied to an already padded input.
+    Elu,
+}
+
+impl PreAct<'_> {
+    fn apply(&self, x: &mut [f32], ch: usize) {
+        match self {
+            PreAct::Snake(p) => snake_in_place(x, p.alpha[ch], p.inv[ch]),
+            PreAct::Elu => elu_in_place(x),
+        }
+    }
+}
 
 /// What a kernel does around the convolution:
 /// `post(conv(pre(x) * in_scale) + bias) + residual`.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Fusion<'a> {
     pub bias: Option<&'a [f32]>,
-    /// Snake on each input channel.
-    pub pre: Option<SnakeParams<'a>>,
+    /// An activation of each input channel.
+    pub pre: Option<PreAct<'a>>,
     /// `[batch, l_in]`: every input sample of a time step scaled by one factor (gemm kernel only).
     pub in_scale: Option<&'a [f32]>,
     /// Snake on each output channel (single-input-channel kernel only).
@@ -125,8 +145,8 @@ where
 }
 
 /// Copy input samples `first..first + len` of `rows` channels (zeros outside `0..l_in`) into
-/// `span` as `[rows, len]`, applying the input fusions (Snake of channel `ch0 + r`, the time
-/// scale) to the samples that exist: the reference pads after activating, so padding stays zero.
+/// `span` as `[rows, len]`, applying the input fusions (the activation of channel `ch0 + r`, the
+/// time scale) to the samples that exist: the reference pads after activating, so padding stays zero.
 #[allow(clippy::too_many_arguments)]
 fn fill_span(
     span: &mut Vec<f32>,
@@ -136,7 +156,7 @@ fn fill_span(
     ch0: usize,
     first: isize,
     len: usize,
-    pre: Option<SnakeParams>,
+    pre: Option<PreAct>,
     scale: Option<&[f32]>,
 ) {
     span.clear();
@@ -151,7 +171,7 @@ fn fill_span(
         let dst = &mut span[r * len + lo..r * len + hi];
         dst.copy_from_slice(&x[r * l_in + s0..][..hi - lo]);
         if let Some(p) = pre {
-            snake_in_place(dst, p.alpha[ch0 + r], p.inv[ch0 + r]);
+            p.apply(dst, ch0 + r);
         }
         if let Some(scale) = scale {
             for (v, &sc) in dst.iter_mut().zip(&scale[s0..]) {
@@ -376,7 +396,7 @@ pub(crate) fn residual_dw_pw(
                 ch,
                 first,
                 len,
-                pre,
+                pre.map(PreAct::Snake),
                 None,
             );
             o.fill(dw.1.map_or(0.0, |b| b[ch]));
@@ -467,7 +487,7 @@ unsafe fn depthwise_row_s1_avx2(o: &mut [f32], padded: &[f32], w: &[f32], dilati
     }
 }
 
-/// conv_transpose1d with one group and an optional Snake on the input; `w` is
+/// conv_transpose1d with one group and an optional activation of the input; `w` is
 /// `[c_in, c_out, kernel]` as torch stores it.
 ///
 /// Per output tile, one gemm forms `col[j, (co, kx)] = sum_ci x[ci, j] w[ci, co, kx]` for the
@@ -479,7 +499,7 @@ pub(crate) fn conv_transpose1d_gemm(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
-    pre: Option<SnakeParams>,
+    pre: Option<PreAct>,
     g: &ConvTrGeom,
 ) -> Vec<f32> {
     let l_out = g.l_out().expect("checked by the caller");

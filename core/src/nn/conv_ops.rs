@@ -8,8 +8,42 @@ use candle_core::{DType, Device, Layout, Module, Storage, Tensor};
 
 use super::Snake1d;
 use super::conv::{Conv1d, ConvTranspose1d};
-use super::conv_cpu::{self, ConvGeom, Fusion};
+use super::conv_cpu::{self, ConvGeom, Fusion, PreAct};
 use super::snake_cpu::SnakeParams;
+
+/// An activation of a conv's input that the CPU kernels apply tile by tile, so the activated
+/// signal never exists whole.
+#[derive(Clone, Copy, Debug)]
+pub enum InputActivation<'a> {
+    Snake(&'a Snake1d),
+    /// ELU with alpha 1, computed as torch does (`expm1`); see [`super::elu_f32`].
+    Elu,
+}
+
+impl InputActivation<'_> {
+    /// The same activation as a separate layer (the fallback off the CPU kernels).
+    fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            InputActivation::Snake(s) => s.forward(x),
+            InputActivation::Elu if on_cpu(x) => {
+                let x = x.contiguous()?;
+                let mut v = x.flatten_all()?.to_vec1::<f32>()?;
+                super::elu_in_place(&mut v);
+                Tensor::from_vec(v, x.shape(), x.device())
+            }
+            InputActivation::Elu => x.elu(1.0),
+        }
+    }
+}
+
+/// The kernels' form of an optional input activation; `None` when it cannot run there.
+fn pre_params(pre: Option<InputActivation<'_>>) -> Option<Option<PreAct<'_>>> {
+    match pre {
+        None => Some(None),
+        Some(InputActivation::Snake(s)) => s.cpu_params().map(|p| Some(PreAct::Snake(p))),
+        Some(InputActivation::Elu) => Some(Some(PreAct::Elu)),
+    }
+}
 
 /// Whether `t` can go to the CPU kernels as it is.
 fn on_cpu(t: &Tensor) -> bool {
@@ -108,6 +142,17 @@ impl Conv1d {
         post: Option<&Snake1d>,
         residual: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
+        self.forward_activated(x, pre.map(InputActivation::Snake), post, residual)
+    }
+
+    /// As [`Self::forward_fused`], with any [`InputActivation`] on the input.
+    pub fn forward_activated(
+        &self,
+        x: &Tensor,
+        pre: Option<InputActivation>,
+        post: Option<&Snake1d>,
+        residual: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
         let (geom, l_out) = self.check_input(x)?;
         let out_dims = (geom.batch, geom.c_out, l_out);
         if let Some(r) = residual
@@ -119,7 +164,8 @@ impl Conv1d {
             );
         }
         let single_input = geom.c_in == geom.groups;
-        if let (Some(cpu), Some(snakes)) = (&self.cpu, snake_params(&[pre, post]))
+        if let (Some(cpu), Some(pre_act), Some(posts)) =
+            (&self.cpu, pre_params(pre), snake_params(&[post]))
             && on_cpu(x)
             && residual.is_none_or(on_cpu)
         {
@@ -135,8 +181,8 @@ impl Conv1d {
             let out = with_data2(&x, fused_residual, |xs, rs| {
                 let f = Fusion {
                     bias: cpu.bias.as_deref(),
-                    pre: snakes[0],
-                    post: if fuse_post { snakes[1] } else { None },
+                    pre: pre_act,
+                    post: if fuse_post { posts[0] } else { None },
                     residual: rs,
                     in_scale: None,
                 };
@@ -156,7 +202,7 @@ impl Conv1d {
                 None => Ok(y),
             };
         }
-        let x = pre.map_or(Ok(x.clone()), |s| s.forward(x))?;
+        let x = pre.map_or(Ok(x.clone()), |a| a.apply(x))?;
         let y = self.candle_forward(&x)?;
         let y = post.map_or(Ok(y.clone()), |s| s.forward(&y))?;
         match residual {
@@ -278,6 +324,15 @@ pub fn residual_depthwise_separable(
 impl ConvTranspose1d {
     /// `conv_transpose(pre(x))`; on the CPU the activated input exists only tile by tile.
     pub fn forward_fused(&self, x: &Tensor, pre: Option<&Snake1d>) -> candle_core::Result<Tensor> {
+        self.forward_activated(x, pre.map(InputActivation::Snake))
+    }
+
+    /// As [`Self::forward_fused`], with any [`InputActivation`] on the input.
+    pub fn forward_activated(
+        &self,
+        x: &Tensor,
+        pre: Option<InputActivation>,
+    ) -> candle_core::Result<Tensor> {
         let (batch, c_in, l_in) = x.dims3()?;
         if c_in != self.in_channels() {
             candle_core::bail!(
@@ -289,16 +344,16 @@ impl ConvTranspose1d {
         let Some(l_out) = geom.l_out() else {
             candle_core::bail!("conv_transpose1d input of {l_in} frames leaves no output");
         };
-        if let (Some(cpu), Some(snakes)) = (&self.cpu, snake_params(&[pre]))
+        if let (Some(cpu), Some(pre_act)) = (&self.cpu, pre_params(pre))
             && on_cpu(x)
         {
             let x = x.contiguous()?;
             let out = with_data(&x, |xs| {
-                conv_cpu::conv_transpose1d_gemm(xs, &cpu.w, cpu.bias.as_deref(), snakes[0], &geom)
+                conv_cpu::conv_transpose1d_gemm(xs, &cpu.w, cpu.bias.as_deref(), pre_act, &geom)
             })?;
             return cpu_tensor(out, (batch, geom.c_out, l_out));
         }
-        let x = pre.map_or(Ok(x.clone()), |s| s.forward(x))?;
+        let x = pre.map_or(Ok(x.clone()), |a| a.apply(x))?;
         let y = x.conv_transpose1d(
             &self.weight,
             self.cfg.padding,

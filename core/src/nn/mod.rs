@@ -1,9 +1,10 @@
 //! Layers shared by the codecs: 1-D convolutions (plain, transposed, depthwise) with fast CPU
-//! kernels, the Snake activation, and a seedable noise source.
+//! kernels, the Snake and ELU activations, and a seedable noise source.
 
 mod conv;
 mod conv_cpu;
 mod conv_ops;
+mod elu;
 mod gemm;
 mod rng;
 mod snake;
@@ -12,6 +13,7 @@ mod snake_cpu;
 pub use conv::{
     Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig, causal_padding, same_padding,
 };
-pub use conv_ops::residual_depthwise_separable;
+pub use conv_ops::{InputActivation, residual_depthwise_separable};
+pub use elu::{elu_f32, elu_in_place};
 pub use rng::NormalRng;
 pub use snake::Snake1d;
