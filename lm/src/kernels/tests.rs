@@ -239,50 +239,35 @@ fn rope_heads_rotate_and_lay_out() {
     }
 }
 
+/// SwiGLU and GeGLU (tanh) against their f64 definitions, act(gate) * up.
 #[test]
-fn swiglu_is_silu_gate_times_up() {
+fn gated_units_are_activated_gate_times_up() {
     let dev = Device::Cpu;
-    for len in [1, 3, 50] {
-        let inter = 24;
-        let x = values(len * 2 * inter, 11);
-        let y = Tensor::from_slice(&x, (len, 2 * inter), &dev)
-            .unwrap()
-            .apply_op1_no_bwd(&GatedUnit(Gate::Silu))
-            .unwrap();
-        let y: Vec<Vec<f32>> = y.to_vec2().unwrap();
-        for t in 0..len {
-            for i in 0..inter {
-                let (g, u) = (
-                    x[t * 2 * inter + i] as f64,
-                    x[t * 2 * inter + inter + i] as f64,
-                );
-                let want = g / (1.0 + (-g).exp()) * u;
-                assert!((y[t][i] as f64 - want).abs() < 1e-6, "{t} {i}");
-            }
-        }
-    }
-}
-
-#[test]
-fn geglu_is_tanh_gelu_gate_times_up() {
-    let dev = Device::Cpu;
-    for len in [1, 3, 50] {
-        let inter = 24;
-        let x = values(len * 2 * inter, 12);
-        let y = Tensor::from_slice(&x, (len, 2 * inter), &dev)
-            .unwrap()
-            .apply_op1_no_bwd(&GatedUnit(Gate::GeluTanh))
-            .unwrap();
-        let y: Vec<Vec<f32>> = y.to_vec2().unwrap();
-        for t in 0..len {
-            for i in 0..inter {
-                let (g, u) = (
-                    x[t * 2 * inter + i] as f64,
-                    x[t * 2 * inter + inter + i] as f64,
-                );
-                let inner = (2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g);
-                let want = 0.5 * g * (1.0 + inner.tanh()) * u;
-                assert!((y[t][i] as f64 - want).abs() < 1e-6, "{t} {i}");
+    let silu = |g: f64| g / (1.0 + (-g).exp());
+    let gelu_tanh = |g: f64| {
+        let inner = (2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g);
+        0.5 * g * (1.0 + inner.tanh())
+    };
+    let cases: [(Gate, &dyn Fn(f64) -> f64); 2] =
+        [(Gate::Silu, &silu), (Gate::GeluTanh, &gelu_tanh)];
+    for (gate, act) in cases {
+        for len in [1, 3, 50] {
+            let inter = 24;
+            let x = values(len * 2 * inter, 11);
+            let y = Tensor::from_slice(&x, (len, 2 * inter), &dev)
+                .unwrap()
+                .apply_op1_no_bwd(&GatedUnit(gate))
+                .unwrap();
+            let y: Vec<Vec<f32>> = y.to_vec2().unwrap();
+            for t in 0..len {
+                for i in 0..inter {
+                    let (g, u) = (
+                        x[t * 2 * inter + i] as f64,
+                        x[t * 2 * inter + inter + i] as f64,
+                    );
+                    let want = act(g) * u;
+                    assert!((y[t][i] as f64 - want).abs() < 1e-6, "{gate:?} {t} {i}");
+                }
             }
         }
     }
