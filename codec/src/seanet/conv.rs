@@ -11,7 +11,7 @@
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 use tessera_core::nn::{
-    Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig, InputActivation,
+    Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig, EdgeMode, InputActivation,
 };
 
 use super::ops::{GroupNorm1, elu};
@@ -150,6 +150,32 @@ impl SConv1d {
     }
 
     /// `x` with the reference's padding on both sides.
+    /// The inner conv, its padding for an input of `len` samples and the edge mode, for the
+    /// fused kernels (`None` with a group norm, which they do not apply).
+    pub fn fusable(&self, len: usize) -> Option<(&Conv1d, (usize, usize), EdgeMode)> {
+        if self.norm.is_some() {
+            return None;
+        }
+        let mode = match self.padding.mode {
+            PadMode::Constant => EdgeMode::Zeros,
+            PadMode::Reflect => EdgeMode::Reflect,
+            PadMode::Replicate => EdgeMode::Replicate,
+        };
+        Some((&self.conv, self.pads(len), mode))
+    }
+
+    /// Samples added before and after an input of `len` samples.
+    fn pads(&self, len: usize) -> (usize, usize) {
+        let extra = self.extra_padding(len);
+        let total = self.padding_total();
+        if self.padding.causal {
+            (total, extra)
+        } else {
+            let right = total / 2;
+            (total - right, right + extra)
+        }
+    }
+
     fn padded(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let len = x.dim(2)?;
         let extra = self.extra_padding(len);

@@ -1,17 +1,29 @@
 //! The LSTM at the end of EnCodec's encoder and the start of its decoder (`EncodecLSTM`):
 //! `nn.LSTM(dim, dim, num_layers)` over time, plus the input (a skip connection).
 
+use std::sync::Arc;
+
 use candle_core::{D, DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
+
+use super::lstm_cpu::{self, PackedRecurrent};
 
 #[derive(Debug, Clone)]
 struct LstmLayer {
     /// `W_ih^T`, `[dim, 4 * dim]` (gates in torch's order: input, forget, cell, output).
     w_ih_t: Tensor,
-    /// `W_hh^T`, `[dim, 4 * dim]`.
-    w_hh_t: Tensor,
+    /// The recurrent weights in the form the recurrence reads.
+    w_hh: Recurrent,
     /// `b_ih + b_hh`, `[4 * dim]`.
     bias: Tensor,
+}
+
+#[derive(Debug, Clone)]
+enum Recurrent {
+    /// f32 on the CPU: the threaded kernel's layout (`lstm_cpu`).
+    Packed(Arc<PackedRecurrent>),
+    /// Any other dtype or device: `W_hh^T`, `[dim, 4 * dim]`, for candle ops.
+    Transposed(Tensor),
 }
 
 #[derive(Debug, Clone)]
@@ -37,9 +49,15 @@ impl Lstm {
                 let w_hh = vb.get((4 * dim, dim), &format!("weight_hh_l{k}"))?;
                 let b_ih = vb.get(4 * dim, &format!("bias_ih_l{k}"))?;
                 let b_hh = vb.get(4 * dim, &format!("bias_hh_l{k}"))?;
+                let w_hh = if w_hh.device().is_cpu() && w_hh.dtype() == DType::F32 {
+                    let flat = w_hh.flatten_all()?.to_vec1::<f32>()?;
+                    Recurrent::Packed(Arc::new(PackedRecurrent::new(&flat, dim)))
+                } else {
+                    Recurrent::Transposed(w_hh.t()?.contiguous()?)
+                };
                 Ok(LstmLayer {
                     w_ih_t: w_ih.t()?.contiguous()?,
-                    w_hh_t: w_hh.t()?.contiguous()?,
+                    w_hh,
                     bias: (b_ih + b_hh)?,
                 })
             })
@@ -81,10 +99,18 @@ impl Lstm {
                 .matmul(&layer.w_ih_t)?
                 .broadcast_add(&layer.bias)?
                 .reshape((b, t, 4 * self.dim))?;
-            let (out, h, cell) = if x.device().is_cpu() && x.dtype() == DType::F32 {
-                self.recur_cpu(layer, &pre, &state.h[k], &state.c[k])?
-            } else {
-                self.recur(layer, &pre, &state.h[k], &state.c[k])?
+            let (out, h, cell) = match &layer.w_hh {
+                Recurrent::Packed(w) if pre.device().is_cpu() && pre.dtype() == DType::F32 => {
+                    self.recur_cpu(w, &pre, &state.h[k], &state.c[k])?
+                }
+                Recurrent::Packed(_) => candle_core::bail!(
+                    "lstm: weights loaded as f32 on the CPU, input is {:?} on {:?}",
+                    pre.dtype(),
+                    pre.device()
+                ),
+                Recurrent::Transposed(w_hh_t) => {
+                    self.recur(w_hh_t, &pre, &state.h[k], &state.c[k])?
+                }
             };
             state.h[k] = h;
             state.c[k] = cell;
@@ -96,7 +122,7 @@ impl Lstm {
     /// The recurrence with candle ops (any device).
     fn recur(
         &self,
-        layer: &LstmLayer,
+        w_hh_t: &Tensor,
         pre: &Tensor,
         h0: &Tensor,
         c0: &Tensor,
@@ -106,7 +132,7 @@ impl Lstm {
         let mut cell = c0.clone();
         let mut outs = Vec::with_capacity(t);
         for step in 0..t {
-            let gates = (pre.i((.., step, ..))? + h.matmul(&layer.w_hh_t)?)?;
+            let gates = (pre.i((.., step, ..))? + h.matmul(w_hh_t)?)?;
             let chunks = gates.chunk(4, D::Minus1)?;
             let i = candle_nn::ops::sigmoid(&chunks[0])?;
             let f = candle_nn::ops::sigmoid(&chunks[1])?;
@@ -119,11 +145,10 @@ impl Lstm {
         Ok((Tensor::stack(&outs, 1)?, h, cell))
     }
 
-    /// The recurrence on the CPU: the recurrent matmul per step through candle (its weight is
-    /// stored transposed, so no repacking), the gate arithmetic in place on plain slices.
+    /// The recurrence on the CPU: `lstm_cpu`, on as many threads as the rayon pool has.
     fn recur_cpu(
         &self,
-        layer: &LstmLayer,
+        w_hh: &PackedRecurrent,
         pre: &Tensor,
         h0: &Tensor,
         c0: &Tensor,
@@ -133,29 +158,15 @@ impl Lstm {
         let pre = pre.flatten_all()?.to_vec1::<f32>()?;
         let mut h = h0.flatten_all()?.to_vec1::<f32>()?;
         let mut cell = c0.flatten_all()?.to_vec1::<f32>()?;
-        let mut out = vec![0f32; b * t * d];
-        let sigmoid = |v: f32| 1.0 / (1.0 + (-v).exp());
-        for step in 0..t {
-            let rec = Tensor::from_slice(&h, (b, d), &Device::Cpu)?
-                .matmul(&layer.w_hh_t)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            for item in 0..b {
-                let g = &pre[(item * t + step) * 4 * d..][..4 * d];
-                let r = &rec[item * 4 * d..][..4 * d];
-                let hs = &mut h[item * d..][..d];
-                let cs = &mut cell[item * d..][..d];
-                for j in 0..d {
-                    let i = sigmoid(g[j] + r[j]);
-                    let f = sigmoid(g[d + j] + r[d + j]);
-                    let gg = (g[2 * d + j] + r[2 * d + j]).tanh();
-                    let o = sigmoid(g[3 * d + j] + r[3 * d + j]);
-                    cs[j] = f * cs[j] + i * gg;
-                    hs[j] = o * cs[j].tanh();
-                }
-                out[(item * t + step) * d..][..d].copy_from_slice(hs);
-            }
-        }
+        let out = lstm_cpu::recur(
+            w_hh,
+            &pre,
+            b,
+            t,
+            &mut h,
+            &mut cell,
+            rayon::current_num_threads(),
+        );
         Ok((
             Tensor::from_vec(out, (b, t, d), &Device::Cpu)?,
             Tensor::from_vec(h, (b, d), &Device::Cpu)?,

@@ -15,6 +15,7 @@
 
 mod conv;
 mod lstm;
+mod lstm_cpu;
 mod ops;
 mod pad;
 mod resblock;

@@ -4,6 +4,8 @@
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
+use tessera_core::nn::EluResidualUnit;
+
 use super::conv::{ConvPadding, ConvShape, ConvState, SConv1d};
 use super::ops::elu;
 
@@ -69,12 +71,40 @@ impl ResBlock {
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(y) = self.forward_fused(x)? {
+            return Ok(y);
+        }
         let y = self.conv1.forward_elu(x)?;
         self.conv2.forward_elu_add(&y, &self.skip(x)?)
     }
 
     /// Stride-1 convs emit their outputs in input order, so the residual path's `m` new samples
     /// pair with the oldest `m` waiting skip samples.
+    /// The whole block in one pass over the signal (`EluResidualUnit`), where it applies.
+    fn forward_fused(&self, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let len = x.dim(2)?;
+        let (Some((conv1, pad, mode)), Some((conv2, (0, 0), _))) =
+            (self.conv1.fusable(len), self.conv2.fusable(len))
+        else {
+            return Ok(None);
+        };
+        let shortcut = match &self.shortcut {
+            None => None,
+            Some(s) => match s.fusable(len) {
+                Some((conv, (0, 0), _)) => Some(conv),
+                _ => return Ok(None),
+            },
+        };
+        EluResidualUnit {
+            conv1,
+            conv2,
+            shortcut,
+            pad,
+            mode,
+        }
+        .forward_cpu(x)
+    }
+
     pub fn step(
         &self,
         x: Option<&Tensor>,

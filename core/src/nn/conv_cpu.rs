@@ -22,6 +22,7 @@
 
 use rayon::prelude::*;
 
+use super::conv_direct::{self, DirectTile};
 use super::elu::elu_in_place;
 use super::gemm::{MatRef, SharedOut};
 use super::snake_cpu::{SnakeParams, snake_in_place};
@@ -107,11 +108,16 @@ impl ConvTrGeom {
     }
 }
 
+/// Stride-1 convs with at most this many output channels (per group) run the direct kernel
+/// (`conv_direct`) instead of im2col + gemm.
+const DIRECT_MAX_OUT_CHANNELS: usize = 64;
+
 /// Per-thread working buffers of a job.
 #[derive(Default)]
-struct Scratch {
-    a: Vec<f32>,
-    b: Vec<f32>,
+pub(crate) struct Scratch {
+    pub a: Vec<f32>,
+    pub b: Vec<f32>,
+    pub c: Vec<f32>,
 }
 
 /// Time-tile length for an im2col block with `rows` rows: small enough that the block stays in
@@ -124,7 +130,7 @@ fn tile_len(rows: usize, l_out: usize) -> usize {
 
 /// Split `jobs` independent tiles between threads: in parallel when there are enough of them,
 /// else one after another with the threads inside gemm.
-fn run_jobs<F>(jobs: usize, work_per_job: usize, f: F)
+pub(crate) fn run_jobs<F>(jobs: usize, work_per_job: usize, f: F)
 where
     F: Fn(usize, &mut Scratch, usize) + Sync,
 {
@@ -188,6 +194,7 @@ pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec
     let cin_g = g.c_in / g.groups;
     let cout_g = g.c_out / g.groups;
     let rows = cin_g * g.kernel;
+    let rows_per_out = rows;
     let pointwise = g.kernel == 1 && g.stride == 1 && g.padding == 0;
     let transform = f.pre.is_some() || f.in_scale.is_some();
     let tile = if pointwise {
@@ -200,12 +207,54 @@ pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec
     let shared = SharedOut::new(&mut out);
     let work = cout_g * rows * tile * g.groups;
     let reach = g.dilation * (g.kernel - 1);
+    let direct = g.stride == 1 && cout_g <= DIRECT_MAX_OUT_CHANNELS && conv_direct::available();
     run_jobs(g.batch * n_tiles, work, |job, scratch, threads| {
         let b = job / n_tiles;
         let t0 = (job % n_tiles) * tile;
         let nt = tile.min(l_out - t0);
         for grp in 0..g.groups {
             let xg = &x[(b * g.c_in + grp * cin_g) * g.l_in..][..cin_g * g.l_in];
+            let dst = (b * g.c_out + grp * cout_g) * l_out + t0;
+            if direct {
+                let first = t0 as isize - g.padding as isize;
+                let len = nt + reach;
+                let interior = first >= 0 && first as usize + len <= g.l_in;
+                let (input, row_stride) = if interior && !transform {
+                    (&xg[first as usize..], g.l_in)
+                } else {
+                    let scale = f.in_scale.map(|s| &s[b * g.l_in..][..g.l_in]);
+                    fill_span(
+                        &mut scratch.b,
+                        xg,
+                        g.l_in,
+                        cin_g,
+                        grp * cin_g,
+                        first,
+                        len,
+                        f.pre,
+                        scale,
+                    );
+                    (&scratch.b[..], len)
+                };
+                // SAFETY: job (b, tile) alone writes columns t0..t0+nt of batch b's rows.
+                let accumulate =
+                    unsafe { init_rows(&shared, dst, cout_g, nt, l_out, grp * cout_g, f) };
+                // SAFETY: as above; the rows are distinct.
+                let mut rows: Vec<&mut [f32]> = (0..cout_g)
+                    .map(|r| unsafe { shared.row(dst + r * l_out, nt) })
+                    .collect();
+                let tile = DirectTile {
+                    input,
+                    row_stride,
+                    c_in: cin_g,
+                    kernel: g.kernel,
+                    dilation: g.dilation,
+                    weight: &w[grp * cout_g * rows_per_out..][..cout_g * rows_per_out],
+                    accumulate,
+                };
+                conv_direct::conv_rows(&mut rows, nt, &tile);
+                continue;
+            }
             let rhs = if transform {
                 // The input samples this tile reads, activated once, then columns from them.
                 let first = (t0 * g.stride) as isize - g.padding as isize;
@@ -240,7 +289,6 @@ pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec
                 MatRef::new(&scratch.a, nt, 1)
             };
             let lhs = MatRef::new(&w[grp * cout_g * rows..][..cout_g * rows], rows, 1);
-            let dst = (b * g.c_out + grp * cout_g) * l_out + t0;
             // SAFETY: job (b, tile) alone writes columns t0..t0+nt of batch b's rows.
             let init = unsafe { init_rows(&shared, dst, cout_g, nt, l_out, grp * cout_g, f) };
             // SAFETY: as above.

@@ -3,9 +3,12 @@
 
 mod conv;
 mod conv_cpu;
+mod conv_direct;
 mod conv_ops;
 mod elu;
+pub mod exp;
 mod gemm;
+mod residual_unit;
 mod rng;
 mod snake;
 mod snake_cpu;
@@ -15,5 +18,6 @@ pub use conv::{
 };
 pub use conv_ops::{InputActivation, residual_depthwise_separable};
 pub use elu::{elu_f32, elu_in_place};
+pub use residual_unit::{EdgeMode, EluResidualUnit};
 pub use rng::NormalRng;
 pub use snake::Snake1d;

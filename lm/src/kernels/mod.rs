@@ -3,7 +3,7 @@
 
 pub mod add;
 pub mod attention;
-pub mod exp;
+pub use tessera_core::nn::exp;
 mod gemm;
 pub mod glu;
 pub mod linear;

@@ -1,0 +1,459 @@
+//! SEANet's residual unit in one pass over the signal: `shortcut(x) + conv2(elu(conv1(elu(pad(x)))))`
+//! with `conv1` a dilated stride-1 conv, `conv2` and `shortcut` pointwise (EnCodec, Mimi).
+//!
+//! Layer by layer the unit reads and writes the full signal about eight times (the padded copy,
+//! each conv's input and output, the residual), and at 32-64 channels over hundreds of
+//! thousands of samples that memory traffic, not the arithmetic, set its speed. Here each time
+//! tile builds its padded, activated input in cache, runs `conv1` into a small hidden block,
+//! activates it, and writes `shortcut(x) + conv2(hidden)` straight into the output: the signal
+//! is read once and written once.
+
+use candle_core::Tensor;
+
+use super::conv::Conv1d;
+use super::conv_cpu::run_jobs;
+use super::conv_direct::{self, DirectTile};
+use super::elu::elu_in_place;
+use super::gemm::{MatRef, SharedOut};
+
+/// How an input is extended past its ends (torch's `F.pad` modes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EdgeMode {
+    Zeros,
+    /// Mirror without repeating the edge sample (needs each pad shorter than the signal).
+    Reflect,
+    /// Repeat the edge sample.
+    Replicate,
+}
+
+/// The unit's layers and `conv1`'s padding (the convs themselves have padding 0).
+#[derive(Clone, Copy, Debug)]
+pub struct EluResidualUnit<'a> {
+    /// `dim -> hidden`, kernel k, dilation d, stride 1, one group.
+    pub conv1: &'a Conv1d,
+    /// `hidden -> dim`, kernel 1.
+    pub conv2: &'a Conv1d,
+    /// `dim -> dim`, kernel 1; `None` adds `x` itself.
+    pub shortcut: Option<&'a Conv1d>,
+    /// Samples added before and after `x` for `conv1`; they sum to `d (k - 1)`.
+    pub pad: (usize, usize),
+    pub mode: EdgeMode,
+}
+
+/// Output channels up to which a tile conv uses the direct kernel rather than gemm.
+const DIRECT_MAX: usize = 64;
+
+impl EluResidualUnit<'_> {
+    /// The fused CPU pass, or `None` when it does not apply (another device or dtype, shapes
+    /// outside the unit's form, a signal too short to reflect); the caller then runs the
+    /// layers one by one.
+    pub fn forward_cpu(&self, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let Some(parts) = self.cpu_parts(x)? else {
+            return Ok(None);
+        };
+        let x = x.contiguous()?;
+        let (b, c, l) = x.dims3()?;
+        let (storage, layout) = x.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu) = &*storage else {
+            return Ok(None);
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            return Ok(None);
+        };
+        let xs = &cpu.as_slice::<f32>()?[start..end];
+        let out = run(xs, b, c, l, &parts, self);
+        Ok(Some(Tensor::from_vec(out, (b, c, l), x.device())?))
+    }
+
+    fn cpu_parts(&self, x: &Tensor) -> candle_core::Result<Option<Parts<'_>>> {
+        if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
+            return Ok(None);
+        }
+        let (_, c, l) = x.dims3()?;
+        let (c1, c2) = (self.conv1.config(), self.conv2.config());
+        let hidden = self.conv1.out_channels();
+        let k = self.conv1.kernel_size();
+        let fits = self.conv1.in_channels() == c
+            && c1.stride == 1
+            && c1.groups == 1
+            && c1.padding == 0
+            && self.pad.0 + self.pad.1 == c1.dilation * (k - 1)
+            && self.conv2.in_channels() == hidden
+            && self.conv2.out_channels() == c
+            && self.conv2.kernel_size() == 1
+            && c2.stride == 1
+            && c2.groups == 1
+            && c2.padding == 0
+            && self.shortcut.is_none_or(|s| {
+                let cs = s.config();
+                s.in_channels() == c
+                    && s.out_channels() == c
+                    && s.kernel_size() == 1
+                    && cs.stride == 1
+                    && cs.groups == 1
+                    && cs.padding == 0
+            })
+            && l > 0
+            && (self.mode != EdgeMode::Reflect || self.pad.0.max(self.pad.1) < l);
+        let (Some(w1), Some(w2)) = (weights(self.conv1), weights(self.conv2)) else {
+            return Ok(None);
+        };
+        let shortcut = match self.shortcut {
+            None => None,
+            Some(s) => match weights(s) {
+                Some(w) => Some(w),
+                None => return Ok(None),
+            },
+        };
+        Ok(fits.then_some(Parts {
+            w1,
+            w2,
+            shortcut,
+            hidden,
+            kernel: k,
+            dilation: c1.dilation,
+        }))
+    }
+}
+
+/// A conv's CPU weights and bias.
+fn weights(conv: &Conv1d) -> Option<(&[f32], Option<&[f32]>)> {
+    conv.cpu.as_ref().map(|w| (&w.w[..], w.bias.as_deref()))
+}
+
+/// The CPU weights and shape of a unit that fits.
+struct Parts<'a> {
+    w1: (&'a [f32], Option<&'a [f32]>),
+    w2: (&'a [f32], Option<&'a [f32]>),
+    shortcut: Option<(&'a [f32], Option<&'a [f32]>)>,
+    hidden: usize,
+    kernel: usize,
+    dilation: usize,
+}
+
+fn run(x: &[f32], batch: usize, c: usize, l: usize, p: &Parts, unit: &EluResidualUnit) -> Vec<f32> {
+    let reach = p.dilation * (p.kernel - 1);
+    let tile = ((1usize << 15) / c.max(p.hidden).max(1)).clamp(48, 2048) / 48 * 48;
+    let tile = tile.min(l);
+    let n_tiles = l.div_ceil(tile);
+    let mut out = vec![0f32; batch * c * l];
+    let shared = SharedOut::new(&mut out);
+    let work = (c * p.hidden * (p.kernel + 1) + c * c) * tile;
+    run_jobs(batch * n_tiles, work, |job, scratch, _threads| {
+        let b = job / n_tiles;
+        let t0 = (job % n_tiles) * tile;
+        let nt = tile.min(l - t0);
+        let xb = &x[b * c * l..][..c * l];
+        let len = nt + reach;
+        // The padded, activated input of conv1 for this tile: [c, len].
+        fill_padded(
+            &mut scratch.a,
+            xb,
+            l,
+            c,
+            t0 as isize - unit.pad.0 as isize,
+            len,
+            unit.mode,
+        );
+        elu_in_place(&mut scratch.a);
+        // hidden = elu(conv1(...)): [hidden, nt].
+        let mut hidden = std::mem::take(&mut scratch.c);
+        hidden.clear();
+        hidden.resize(p.hidden * nt, 0.0);
+        for (r, row) in hidden.chunks_exact_mut(nt).enumerate() {
+            row.fill(p.w1.1.map_or(0.0, |bias| bias[r]));
+        }
+        tile_conv(
+            &mut hidden,
+            nt,
+            (&scratch.a, len),
+            c,
+            p.w1.0,
+            p.kernel,
+            p.dilation,
+            &mut scratch.b,
+        );
+        elu_in_place(&mut hidden);
+        // out = biases + shortcut(x) + conv2(hidden), written into the tile's output rows.
+        let dst = b * c * l + t0;
+        // SAFETY: job (b, tile) alone writes columns t0..t0+nt of batch b's rows.
+        let mut rows: Vec<&mut [f32]> = (0..c)
+            .map(|r| unsafe { shared.row(dst + r * l, nt) })
+            .collect();
+        let bias = |r: usize| {
+            p.w2.1.map_or(0.0, |b| b[r]) + p.shortcut.and_then(|s| s.1).map_or(0.0, |b| b[r])
+        };
+        for (r, row) in rows.iter_mut().enumerate() {
+            match p.shortcut {
+                Some(_) => row.fill(bias(r)),
+                None => {
+                    let bias = bias(r);
+                    for (o, &v) in row.iter_mut().zip(&xb[r * l + t0..][..nt]) {
+                        *o = v + bias;
+                    }
+                }
+            }
+        }
+        if let Some((ws, _)) = p.shortcut {
+            rows_conv(&mut rows, nt, (&xb[t0..], l), c, ws, 1, 1, &mut scratch.b);
+        }
+        rows_conv(
+            &mut rows,
+            nt,
+            (&hidden, nt),
+            p.hidden,
+            p.w2.0,
+            1,
+            1,
+            &mut scratch.b,
+        );
+        scratch.c = hidden;
+    });
+    out
+}
+
+/// `out[r] += conv(input)[r]` over `[rows, cols]` in a contiguous buffer.
+#[allow(clippy::too_many_arguments)]
+fn tile_conv(
+    out: &mut [f32],
+    cols: usize,
+    input: (&[f32], usize),
+    c_in: usize,
+    w: &[f32],
+    kernel: usize,
+    dilation: usize,
+    col: &mut Vec<f32>,
+) {
+    let mut rows: Vec<&mut [f32]> = out.chunks_exact_mut(cols).collect();
+    rows_conv(&mut rows, cols, input, c_in, w, kernel, dilation, col);
+}
+
+/// `rows[r][j] += sum_{ci, kx} w[r][ci * kernel + kx] * input[ci][j + kx * dilation]`, `input`
+/// given as (data, row stride). The direct kernel for few output rows, else im2col + gemm.
+#[allow(clippy::too_many_arguments)]
+fn rows_conv(
+    rows: &mut [&mut [f32]],
+    cols: usize,
+    (input, row_stride): (&[f32], usize),
+    c_in: usize,
+    w: &[f32],
+    kernel: usize,
+    dilation: usize,
+    col: &mut Vec<f32>,
+) {
+    let n_out = rows.len();
+    if n_out <= DIRECT_MAX || !conv_direct::available() {
+        let tile = DirectTile {
+            input,
+            row_stride,
+            c_in,
+            kernel,
+            dilation,
+            weight: w,
+            accumulate: true,
+        };
+        conv_direct::conv_rows(rows, cols, &tile);
+        return;
+    }
+    let depth = c_in * kernel;
+    let rhs = if kernel == 1 {
+        MatRef::new(input, row_stride, 1)
+    } else {
+        im2col_rows(input, row_stride, c_in, kernel, dilation, cols, col);
+        MatRef::new(col, cols, 1)
+    };
+    // The rows are consecutive slices of one buffer only in `tile_conv`; here they may be
+    // anywhere, so gemm writes each block of rows through a small contiguous buffer.
+    let mut acc = vec![0f32; n_out * cols];
+    for (r, row) in rows.iter().enumerate() {
+        acc[r * cols..][..cols].copy_from_slice(&row[..cols]);
+    }
+    let shared = SharedOut::new(&mut acc);
+    // SAFETY: `acc` is local to this call.
+    unsafe {
+        shared.sgemm_into(
+            0,
+            cols,
+            n_out,
+            cols,
+            depth,
+            MatRef::new(w, depth, 1),
+            rhs,
+            true,
+            1,
+        )
+    };
+    for (r, row) in rows.iter_mut().enumerate() {
+        row[..cols].copy_from_slice(&acc[r * cols..][..cols]);
+    }
+}
+
+/// The im2col block of a stride-1 conv over `cols` outputs: row `ci * kernel + kx`, column `j`
+/// holds `input[ci * row_stride + j + kx * dilation]`.
+fn im2col_rows(
+    input: &[f32],
+    row_stride: usize,
+    c_in: usize,
+    kernel: usize,
+    dilation: usize,
+    cols: usize,
+    col: &mut Vec<f32>,
+) {
+    col.clear();
+    col.resize(c_in * kernel * cols, 0.0);
+    for (r, dst) in col.chunks_exact_mut(cols).enumerate() {
+        let (ci, kx) = (r / kernel, r % kernel);
+        dst.copy_from_slice(&input[ci * row_stride + kx * dilation..][..cols]);
+    }
+}
+
+/// Samples `first..first + len` of each of `rows` channels of `x` (`[rows, l]`) into `span`
+/// (`[rows, len]`), extended past the ends by `mode`.
+fn fill_padded(
+    span: &mut Vec<f32>,
+    x: &[f32],
+    l: usize,
+    rows: usize,
+    first: isize,
+    len: usize,
+    mode: EdgeMode,
+) {
+    span.clear();
+    span.resize(rows * len, 0.0);
+    let li = l as isize;
+    let lo = (-first).clamp(0, len as isize) as usize;
+    let hi = (li - first).clamp(lo as isize, len as isize) as usize;
+    let source = |i: isize| -> Option<usize> {
+        match mode {
+            EdgeMode::Zeros => None,
+            EdgeMode::Replicate => Some(i.clamp(0, li - 1) as usize),
+            EdgeMode::Reflect => Some(if i < 0 { -i } else { 2 * (li - 1) - i } as usize),
+        }
+    };
+    for r in 0..rows {
+        let src = &x[r * l..][..l];
+        let dst = &mut span[r * len..][..len];
+        if hi > lo {
+            let s0 = (first + lo as isize) as usize;
+            dst[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+        }
+        for j in (0..lo).chain(hi..len) {
+            if let Some(s) = source(first + j as isize) {
+                dst[j] = src[s];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, IndexOp, Tensor};
+
+    use super::*;
+    use crate::nn::Conv1dConfig;
+
+    /// The unit from candle's own ops: pad, ELU, conv1d, ELU, conv1d, plus the shortcut.
+    fn composed(x: &Tensor, u: &EluResidualUnit) -> Tensor {
+        let (left, right) = u.pad;
+        let l = x.dim(2).unwrap();
+        let padded = match u.mode {
+            EdgeMode::Zeros => x.pad_with_zeros(2, left, right).unwrap(),
+            EdgeMode::Replicate => x.pad_with_same(2, left, right).unwrap(),
+            EdgeMode::Reflect => {
+                let idx: Vec<u32> = (0..left + l + right)
+                    .map(|i| {
+                        let s = i as isize - left as isize;
+                        let s = if s < 0 { -s } else { s };
+                        let s = if s >= l as isize {
+                            2 * (l as isize - 1) - s
+                        } else {
+                            s
+                        };
+                        s as u32
+                    })
+                    .collect();
+                let idx = Tensor::new(idx.as_slice(), x.device()).unwrap();
+                x.index_select(&idx, 2).unwrap()
+            }
+        };
+        let conv = |x: &Tensor, c: &Conv1d| {
+            let y = x.conv1d(c.weight(), 0, 1, c.config().dilation, 1).unwrap();
+            match c.bias() {
+                Some(b) => y.broadcast_add(&b.reshape((1, (), 1)).unwrap()).unwrap(),
+                None => y,
+            }
+        };
+        let h = conv(&padded.elu(1.0).unwrap(), u.conv1).elu(1.0).unwrap();
+        let y = conv(&h, u.conv2);
+        let skip = match u.shortcut {
+            Some(s) => conv(x, s),
+            None => x.clone(),
+        };
+        (y + skip).unwrap()
+    }
+
+    #[test]
+    fn fused_unit_equals_its_layers() {
+        let dev = Device::Cpu;
+        let w = |shape: (usize, usize, usize)| Tensor::randn(0f32, 0.2, shape, &dev).unwrap();
+        let b = |n: usize| Some(Tensor::randn(0f32, 0.1, n, &dev).unwrap());
+        // 24 channels take the direct kernel, 160 the gemm one; 1001 samples leave ragged tiles.
+        for (c, l, k, dil) in [(24, 1001, 3, 2), (160, 300, 3, 1), (6, 5, 7, 1)] {
+            let hidden = c / 2;
+            let x = Tensor::randn(0f32, 1., (2, c, l), &dev).unwrap();
+            let cfg = |d| Conv1dConfig {
+                dilation: d,
+                ..Default::default()
+            };
+            let conv1 = Conv1d::new(w((hidden, c, k)), b(hidden), cfg(dil)).unwrap();
+            let conv2 = Conv1d::new(w((c, hidden, 1)), b(c), cfg(1)).unwrap();
+            let short = Conv1d::new(w((c, c, 1)), b(c), cfg(1)).unwrap();
+            let total = dil * (k - 1);
+            for mode in [EdgeMode::Zeros, EdgeMode::Reflect, EdgeMode::Replicate] {
+                for pad in [(total, 0), (total - total / 2, total / 2)] {
+                    for shortcut in [None, Some(&short)] {
+                        let unit = EluResidualUnit {
+                            conv1: &conv1,
+                            conv2: &conv2,
+                            shortcut,
+                            pad,
+                            mode,
+                        };
+                        let fused = unit.forward_cpu(&x).unwrap();
+                        if mode == EdgeMode::Reflect && pad.0.max(pad.1) >= l {
+                            assert!(fused.is_none(), "too short to reflect: not fused");
+                            continue;
+                        }
+                        let got = fused.expect("the unit fits");
+                        let want = composed(&x, &unit);
+                        let diff = (got - want)
+                            .unwrap()
+                            .abs()
+                            .unwrap()
+                            .flatten_all()
+                            .unwrap()
+                            .max(0)
+                            .unwrap()
+                            .to_scalar::<f32>()
+                            .unwrap();
+                        assert!(diff < 1e-4, "c {c} {mode:?} {pad:?}: {diff}");
+                    }
+                }
+            }
+            // Shapes outside the unit's form are left to the caller.
+            let unit = EluResidualUnit {
+                conv1: &conv1,
+                conv2: &conv2,
+                shortcut: None,
+                pad: (total + 1, 0),
+                mode: EdgeMode::Zeros,
+            };
+            assert!(unit.forward_cpu(&x).unwrap().is_none());
+            assert!(
+                unit.forward_cpu(&x.i((.., ..c - 1, ..)).unwrap())
+                    .unwrap()
+                    .is_none()
+            );
+        }
+    }
+}
