@@ -313,6 +313,7 @@ fn median(xs: &[f64]) -> f64 {
 }
 
 fn main() -> Result<()> {
+    tessera_benches::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let dir = Path::new(args.get(1).ok_or_else(|| Error::invalid(USAGE))?);
     let seconds: f64 = args.get(2).map_or(Ok(10.0), |s| {

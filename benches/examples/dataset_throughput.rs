@@ -33,6 +33,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    tessera_benches::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
         eprintln!(

@@ -75,6 +75,7 @@ fn process_cpu_seconds() -> f64 {
 }
 
 fn main() -> Result<()> {
+    tessera_benches::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let (which, dir) = match (args.get(1), args.get(2)) {
         (Some(w), Some(d)) => (w.as_str(), d.as_str()),

@@ -21,6 +21,19 @@ use tessera_core::DeviceSpec;
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
+/// Let mimalloc keep freed pages for a second (its `purge_delay`, default 10 ms) before it
+/// returns them to the OS. Codecs free and re-allocate signal-sized buffers every few
+/// milliseconds; with the default each came back as fresh pages that the kernel zeroes again,
+/// 18% of EnCodec's CPU time in a profile and 8-15% of its wall time.
+fn keep_freed_memory() {
+    use libmimalloc_sys::{mi_option_t, mi_option_use_numa_nodes};
+    // `mi_option_purge_delay`, which the bindings do not name: the slot just before
+    // `use_numa_nodes` (16) in the option enum of the mimalloc v3 that Cargo.lock pins.
+    const PURGE_DELAY: mi_option_t = mi_option_use_numa_nodes - 1;
+    // SAFETY: setting an option is always allowed; mimalloc reads this one at each purge.
+    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 1000) };
+}
+
 /// Turn audio and images into discrete codes that an LLM can read and write, and back.
 #[derive(Debug, Parser)]
 #[command(name = "tessera", version, about, long_about = None)]
@@ -89,6 +102,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     log::set_level(if cli.global.quiet {
         log::Level::Quiet

@@ -156,12 +156,15 @@ impl SConv1d {
         if self.norm.is_some() {
             return None;
         }
-        let mode = match self.padding.mode {
+        Some((&self.conv, self.pads(len), self.edge_mode()))
+    }
+
+    fn edge_mode(&self) -> EdgeMode {
+        match self.padding.mode {
             PadMode::Constant => EdgeMode::Zeros,
             PadMode::Reflect => EdgeMode::Reflect,
             PadMode::Replicate => EdgeMode::Replicate,
-        };
-        Some((&self.conv, self.pads(len), mode))
+        }
     }
 
     /// Samples added before and after an input of `len` samples.
@@ -211,11 +214,24 @@ impl SConv1d {
         residual: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
         let pre = elu.then_some(InputActivation::Elu);
-        let padded = self.padded(x)?;
+        let fused_residual = if self.norm.is_none() { residual } else { None };
+        let (pads, mode) = (self.pads(x.dim(2)?), self.edge_mode());
+        // The kernels pad each tile in cache; a padded copy of the signal only off them.
+        let y = match self
+            .conv
+            .forward_edge_padded(x, pre, pads, mode, fused_residual)?
+        {
+            Some(y) => y,
+            None => {
+                let padded = self.padded(x)?;
+                self.conv
+                    .forward_activated(&padded, pre, None, fused_residual)?
+            }
+        };
         match (&self.norm, residual) {
-            (None, residual) => self.conv.forward_activated(&padded, pre, None, residual),
+            (None, _) => Ok(y),
             (Some(norm), residual) => {
-                let y = norm.forward(&self.conv.forward_activated(&padded, pre, None, None)?)?;
+                let y = norm.forward(&y)?;
                 match residual {
                     Some(r) => y + r,
                     None => Ok(y),

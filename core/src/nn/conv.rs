@@ -59,6 +59,16 @@ impl Default for ConvTranspose1dConfig {
     }
 }
 
+/// How an input is extended past its ends (torch's `F.pad` modes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EdgeMode {
+    Zeros,
+    /// Mirror without repeating the edge sample (needs each pad shorter than the signal).
+    Reflect,
+    /// Repeat the edge sample.
+    Replicate,
+}
+
 /// Padding that keeps the length of a stride-1 conv ("same" padding) for an odd reach.
 pub fn same_padding(kernel: usize, dilation: usize) -> usize {
     dilation * kernel.saturating_sub(1) / 2
@@ -201,6 +211,8 @@ impl Conv1d {
             c_out: self.out_channels(),
             kernel: self.kernel_size(),
             padding: self.cfg.padding,
+            pad_right: self.cfg.padding,
+            edge: EdgeMode::Zeros,
             stride: self.cfg.stride,
             dilation: self.cfg.dilation,
             groups: self.cfg.groups,
@@ -345,7 +357,7 @@ impl ConvTranspose1d {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Snake1d, residual_depthwise_separable};
+    use super::super::{InputActivation, Snake1d, residual_depthwise_separable};
     use super::*;
     use candle_core::{Device, Module};
 
@@ -466,6 +478,78 @@ mod tests {
             assert!(max_diff(&conv.forward_add(&x, &res).unwrap(), &want) < 1e-5);
             let bad = Tensor::zeros((2, 6, 299), DType::F32, &dev).unwrap();
             assert!(conv.forward_add(&x, &bad).is_err());
+        }
+    }
+
+    /// `F.pad(x, (left, right), mode)` from candle ops, for the edge-padded convs' reference.
+    fn pad_ref(x: &Tensor, (left, right): (usize, usize), mode: EdgeMode) -> Tensor {
+        let l = x.dim(2).unwrap() as isize;
+        let idx: Vec<u32> = (-(left as isize)..l + right as isize)
+            .map(|i| match mode {
+                EdgeMode::Reflect if i < 0 => -i,
+                EdgeMode::Reflect if i >= l => 2 * (l - 1) - i,
+                _ => i.clamp(0, l - 1),
+            } as u32)
+            .collect();
+        let idx = Tensor::new(idx.as_slice(), x.device()).unwrap();
+        let padded = x.index_select(&idx, 2).unwrap();
+        if mode != EdgeMode::Zeros {
+            return padded;
+        }
+        x.pad_with_zeros(2, left, right).unwrap()
+    }
+
+    #[test]
+    fn edge_padded_convs_match_padding_first() {
+        let dev = Device::Cpu;
+        let w = |shape: (usize, usize, usize)| Tensor::randn(0f32, 0.3, shape, &dev).unwrap();
+        // (c_in, c_out, kernel, stride, dilation): the direct kernel, gemm (> 64 outputs),
+        // strided, and one input channel.
+        for (c_in, c_out, k, stride, dil) in [
+            (8, 16, 3, 1, 3),
+            (8, 80, 7, 1, 1),
+            (16, 32, 8, 4, 1),
+            (1, 12, 7, 1, 1),
+        ] {
+            let x = Tensor::randn(0f32, 1., (2, c_in, 301), &dev).unwrap();
+            let cfg = Conv1dConfig {
+                stride,
+                dilation: dil,
+                ..Default::default()
+            };
+            let conv = Conv1d::new(
+                w((c_out, c_in, k)),
+                Some(w((1, 1, c_out)).flatten_all().unwrap()),
+                cfg,
+            )
+            .unwrap();
+            let total = dil * (k - 1);
+            for mode in [EdgeMode::Zeros, EdgeMode::Reflect, EdgeMode::Replicate] {
+                for pads in [(total, 0), (total / 2, total - total / 2 + 3)] {
+                    for pre in [None, Some(InputActivation::Elu)] {
+                        let padded = pad_ref(&x, pads, mode);
+                        let want = conv.forward_activated(&padded, pre, None, None).unwrap();
+                        let got = conv
+                            .forward_edge_padded(&x, pre, pads, mode, None)
+                            .unwrap()
+                            .expect("runs on the CPU kernels");
+                        let d = max_diff(&got, &want);
+                        assert!(
+                            d < 1e-5,
+                            "{c_in}->{c_out} k{k} s{stride} {mode:?} {pads:?}: {d}"
+                        );
+                        let got = conv
+                            .forward_edge_padded(&x, pre, pads, mode, Some(&want))
+                            .unwrap()
+                            .unwrap();
+                        assert!(max_diff(&got, &(&want * 2.0).unwrap()) < 1e-5);
+                    }
+                }
+            }
+            // Too short to reflect: left to the caller.
+            let short = x.narrow(2, 0, 3).unwrap();
+            let r = conv.forward_edge_padded(&short, None, (3, 0), EdgeMode::Reflect, None);
+            assert!(r.unwrap().is_none());
         }
     }
 

@@ -22,6 +22,7 @@
 
 use rayon::prelude::*;
 
+use super::conv::EdgeMode;
 use super::conv_direct::{self, DirectTile};
 use super::elu::elu_in_place;
 use super::gemm::{MatRef, SharedOut};
@@ -69,7 +70,10 @@ pub(crate) struct ConvGeom {
     pub l_in: usize,
     pub c_out: usize,
     pub kernel: usize,
+    /// Samples added before the input (`padding`) and after it (`pad_right`), and how.
     pub padding: usize,
+    pub pad_right: usize,
+    pub edge: EdgeMode,
     pub stride: usize,
     pub dilation: usize,
     pub groups: usize,
@@ -79,7 +83,7 @@ impl ConvGeom {
     /// Output length, or `None` when the padded input is shorter than the kernel's reach.
     pub fn l_out(&self) -> Option<usize> {
         let reach = self.dilation * (self.kernel - 1) + 1;
-        let padded = self.l_in + 2 * self.padding;
+        let padded = self.l_in + self.padding + self.pad_right;
         (padded >= reach).then(|| (padded - reach) / self.stride + 1)
     }
 }
@@ -150,37 +154,55 @@ where
     }
 }
 
-/// Copy input samples `first..first + len` of `rows` channels (zeros outside `0..l_in`) into
-/// `span` as `[rows, len]`, applying the input fusions (the activation of channel `ch0 + r`, the
-/// time scale) to the samples that exist: the reference pads after activating, so padding stays zero.
+/// Copy input samples `first..first + len` of `rows` channels into `span` as `[rows, len]`,
+/// extended past `0..l_in` by `edge`, applying the input fusions (the activation of channel
+/// `ch0 + r`, the time scale). The reference pads after activating: zero padding stays zero,
+/// and copied edge samples are activated like the samples they copy.
 #[allow(clippy::too_many_arguments)]
-fn fill_span(
+pub(crate) fn fill_span(
     span: &mut Vec<f32>,
     x: &[f32],
     l_in: usize,
     rows: usize,
     ch0: usize,
-    first: isize,
-    len: usize,
+    (first, len): (isize, usize),
+    edge: EdgeMode,
     pre: Option<PreAct>,
     scale: Option<&[f32]>,
 ) {
+    debug_assert!(scale.is_none() || edge == EdgeMode::Zeros);
     span.clear();
     span.resize(rows * len, 0.0);
+    let li = l_in as isize;
     let lo = (-first).clamp(0, len as isize) as usize;
-    let hi = (l_in as isize - first).clamp(lo as isize, len as isize) as usize;
-    if hi <= lo {
-        return;
-    }
-    let s0 = (first + lo as isize) as usize;
+    let hi = (li - first).clamp(lo as isize, len as isize) as usize;
+    let s0 = (first + lo as isize).max(0) as usize;
+    let copies_edges = edge != EdgeMode::Zeros && (lo > 0 || hi < len) && l_in > 0;
     for r in 0..rows {
-        let dst = &mut span[r * len + lo..r * len + hi];
-        dst.copy_from_slice(&x[r * l_in + s0..][..hi - lo]);
+        let src = &x[r * l_in..][..l_in];
+        let row = &mut span[r * len..][..len];
+        row[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+        let active = if copies_edges {
+            for j in (0..lo).chain(hi..len) {
+                let i = first + j as isize;
+                let s = match edge {
+                    EdgeMode::Reflect => {
+                        let m = if i < 0 { -i } else { 2 * (li - 1) - i };
+                        m.clamp(0, li - 1)
+                    }
+                    _ => i.clamp(0, li - 1),
+                };
+                row[j] = src[s as usize];
+            }
+            &mut row[..]
+        } else {
+            &mut row[lo..hi]
+        };
         if let Some(p) = pre {
-            p.apply(dst, ch0 + r);
+            p.apply(active, ch0 + r);
         }
         if let Some(scale) = scale {
-            for (v, &sc) in dst.iter_mut().zip(&scale[s0..]) {
+            for (v, &sc) in row[lo..hi].iter_mut().zip(&scale[s0..]) {
                 *v *= sc;
             }
         }
@@ -195,19 +217,24 @@ pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec
     let cout_g = g.c_out / g.groups;
     let rows = cin_g * g.kernel;
     let rows_per_out = rows;
-    let pointwise = g.kernel == 1 && g.stride == 1 && g.padding == 0;
-    let transform = f.pre.is_some() || f.in_scale.is_some();
-    let tile = if pointwise {
+    let pointwise = g.kernel == 1 && g.stride == 1 && g.padding == 0 && g.pad_right == 0;
+    // Inputs that are not read in place: activated, scaled, or extended by copied edges.
+    let transform = f.pre.is_some() || f.in_scale.is_some() || g.edge != EdgeMode::Zeros;
+    let direct = g.stride == 1 && cout_g <= DIRECT_MAX_OUT_CHANNELS && conv_direct::available();
+    let tile = if direct {
+        // The direct kernel keeps no im2col block: size the tile by its input span.
+        ((1usize << 15) / cin_g.max(1)).clamp(256, 4096) / 64 * 64
+    } else if pointwise {
         l_out.min(1024)
     } else {
         tile_len(rows, l_out)
-    };
+    }
+    .min(l_out);
     let n_tiles = l_out.div_ceil(tile);
     let mut out = vec![0f32; g.batch * g.c_out * l_out];
     let shared = SharedOut::new(&mut out);
     let work = cout_g * rows * tile * g.groups;
     let reach = g.dilation * (g.kernel - 1);
-    let direct = g.stride == 1 && cout_g <= DIRECT_MAX_OUT_CHANNELS && conv_direct::available();
     run_jobs(g.batch * n_tiles, work, |job, scratch, threads| {
         let b = job / n_tiles;
         let t0 = (job % n_tiles) * tile;
@@ -219,7 +246,8 @@ pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec
                 let first = t0 as isize - g.padding as isize;
                 let len = nt + reach;
                 let interior = first >= 0 && first as usize + len <= g.l_in;
-                let (input, row_stride) = if interior && !transform {
+                let in_place = f.pre.is_none() && f.in_scale.is_none();
+                let (input, row_stride) = if interior && in_place {
                     (&xg[first as usize..], g.l_in)
                 } else {
                     let scale = f.in_scale.map(|s| &s[b * g.l_in..][..g.l_in]);
@@ -229,8 +257,8 @@ pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec
                         g.l_in,
                         cin_g,
                         grp * cin_g,
-                        first,
-                        len,
+                        (first, len),
+                        g.edge,
                         f.pre,
                         scale,
                     );
@@ -266,8 +294,8 @@ pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec
                     g.l_in,
                     cin_g,
                     grp * cin_g,
-                    first,
-                    len,
+                    (first, len),
+                    g.edge,
                     f.pre,
                     scale,
                 );
@@ -277,6 +305,8 @@ pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec
                     let local = ConvGeom {
                         l_in: len,
                         padding: 0,
+                        pad_right: 0,
+                        edge: EdgeMode::Zeros,
                         ..*g
                     };
                     im2col(&scratch.b, cin_g, &local, 0, nt, &mut scratch.a);
@@ -388,7 +418,17 @@ pub(crate) fn conv1d_single_input(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom
             let src = &x[(b * g.c_in + ci) * g.l_in..][..g.l_in];
             let first = (t0 * g.stride) as isize - g.padding as isize;
             let len = (nt - 1) * g.stride + reach + 1;
-            fill_span(&mut scratch.a, src, g.l_in, 1, ci, first, len, f.pre, None);
+            fill_span(
+                &mut scratch.a,
+                src,
+                g.l_in,
+                1,
+                ci,
+                (first, len),
+                g.edge,
+                f.pre,
+                None,
+            );
             // SAFETY: job (row, tile) alone writes these samples.
             let o = unsafe { shared.row(row * l_out + t0, nt) };
             o.fill(f.bias.map_or(0.0, |b| b[co]));
@@ -442,8 +482,8 @@ pub(crate) fn residual_dw_pw(
                 l,
                 1,
                 ch,
-                first,
-                len,
+                (first, len),
+                g.edge,
                 pre.map(PreAct::Snake),
                 None,
             );
@@ -583,7 +623,18 @@ pub(crate) fn conv_transpose1d_gemm(
         let lhs = match pre {
             Some(pre) => {
                 let (span, first) = (&mut scratch.b, j0 as isize);
-                fill_span(span, xb, g.l_in, g.c_in, 0, first, nj, Some(pre), None);
+                let zeros = EdgeMode::Zeros;
+                fill_span(
+                    span,
+                    xb,
+                    g.l_in,
+                    g.c_in,
+                    0,
+                    (first, nj),
+                    zeros,
+                    Some(pre),
+                    None,
+                );
                 MatRef::new(span, 1, nj)
             }
             None => MatRef::new(&xb[j0..], 1, g.l_in),
@@ -737,6 +788,8 @@ mod tests {
                 c_out,
                 kernel: k,
                 padding: pad,
+                pad_right: pad,
+                edge: EdgeMode::Zeros,
                 stride,
                 dilation: dil,
                 groups,

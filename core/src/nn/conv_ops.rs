@@ -7,7 +7,7 @@
 use candle_core::{DType, Device, Layout, Module, Storage, Tensor};
 
 use super::Snake1d;
-use super::conv::{Conv1d, ConvTranspose1d};
+use super::conv::{Conv1d, ConvTranspose1d, EdgeMode};
 use super::conv_cpu::{self, ConvGeom, Fusion, PreAct};
 use super::snake_cpu::SnakeParams;
 
@@ -97,21 +97,30 @@ fn snake_params<'a>(snakes: &[Option<&'a Snake1d>]) -> Option<Vec<Option<SnakePa
 
 impl Conv1d {
     fn check_input(&self, x: &Tensor) -> candle_core::Result<(ConvGeom, usize)> {
-        let (batch, c_in, l_in) = x.dims3()?;
+        let (batch, _, l_in) = x.dims3()?;
+        self.check_input_geom(x, self.geom(batch, l_in))
+    }
+
+    fn check_input_geom(
+        &self,
+        x: &Tensor,
+        geom: ConvGeom,
+    ) -> candle_core::Result<(ConvGeom, usize)> {
+        let (_, c_in, l_in) = x.dims3()?;
         if c_in != self.in_channels() {
             candle_core::bail!(
                 "conv1d expects {} input channels, got {c_in}",
                 self.in_channels()
             );
         }
-        let geom = self.geom(batch, l_in);
         let Some(l_out) = geom.l_out() else {
             candle_core::bail!(
                 "conv1d input of {l_in} samples is too short for kernel {} with dilation {} and \
-                 padding {}",
+                 padding {}+{}",
                 self.kernel_size(),
                 self.cfg.dilation,
-                self.cfg.padding
+                geom.padding,
+                geom.pad_right
             );
         };
         Ok((geom, l_out))
@@ -209,6 +218,61 @@ impl Conv1d {
             Some(r) => y + r,
             None => Ok(y),
         }
+    }
+
+    /// `conv(pre(pad(x))) + residual`, `pad` adding `(left, right)` samples by `edge`, for a conv
+    /// whose own padding is 0. On the CPU kernels each tile builds its padded, activated input
+    /// in cache, so no padded copy of the signal is made. `None` where they do not apply
+    /// (another device or dtype, a conv with its own padding, a signal too short to reflect):
+    /// the caller then pads and calls [`Self::forward_activated`].
+    pub fn forward_edge_padded(
+        &self,
+        x: &Tensor,
+        pre: Option<InputActivation>,
+        (left, right): (usize, usize),
+        edge: EdgeMode,
+        residual: Option<&Tensor>,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let (Some(cpu), Some(pre_act)) = (&self.cpu, pre_params(pre)) else {
+            return Ok(None);
+        };
+        let (batch, _, l_in) = x.dims3()?;
+        let reflect_fits = edge != EdgeMode::Reflect || left.max(right) < l_in;
+        if self.cfg.padding != 0 || !on_cpu(x) || !residual.is_none_or(on_cpu) || !reflect_fits {
+            return Ok(None);
+        }
+        let geom = ConvGeom {
+            padding: left,
+            pad_right: right,
+            edge,
+            ..self.geom(batch, l_in)
+        };
+        let (_, l_out) = self.check_input_geom(x, geom)?;
+        let out_dims = (geom.batch, geom.c_out, l_out);
+        if let Some(r) = residual
+            && r.dims() != [out_dims.0, out_dims.1, out_dims.2]
+        {
+            candle_core::bail!(
+                "conv1d residual of shape {:?} for an output of shape {out_dims:?}",
+                r.dims()
+            );
+        }
+        let x = x.contiguous()?;
+        let residual = residual.map(|r| r.contiguous()).transpose()?;
+        let out = with_data2(&x, residual.as_ref(), |xs, rs| {
+            let f = Fusion {
+                bias: cpu.bias.as_deref(),
+                pre: pre_act,
+                residual: rs,
+                ..Default::default()
+            };
+            if geom.c_in == geom.groups {
+                conv_cpu::conv1d_single_input(xs, &cpu.w, &f, &geom)
+            } else {
+                conv_cpu::conv1d_gemm(xs, &cpu.w, &f, &geom)
+            }
+        })?;
+        cpu_tensor(out, out_dims).map(Some)
     }
 
     /// `residual + conv(x)`, the sum formed in place on the CPU.

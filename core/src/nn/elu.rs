@@ -33,12 +33,43 @@ pub fn elu_f32(v: f32) -> f32 {
     if v > 0.0 { v } else { e }
 }
 
-/// ELU of every element.
+/// ELU of every element. On x86-64 the loop is compiled for AVX-512 or AVX2 as well and the
+/// widest the CPU has runs: the same operations per element (Rust never fuses them), so the
+/// same bits, 2-4x the baseline SSE2 throughput. At 32-64 channels over 240k samples the ELU
+/// of a codec's outer layers costs about as much as the conv it feeds.
 #[inline]
 pub fn elu_in_place(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked).
+            return unsafe { elu_avx512(x) };
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked).
+            return unsafe { elu_avx2(x) };
+        }
+    }
+    elu_loop(x);
+}
+
+#[inline(always)]
+fn elu_loop(x: &mut [f32]) {
     for v in x {
         *v = elu_f32(*v);
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn elu_avx512(x: &mut [f32]) {
+    elu_loop(x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn elu_avx2(x: &mut [f32]) {
+    elu_loop(x)
 }
 
 #[cfg(test)]

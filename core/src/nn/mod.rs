@@ -14,10 +14,11 @@ mod snake;
 mod snake_cpu;
 
 pub use conv::{
-    Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig, causal_padding, same_padding,
+    Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig, EdgeMode, causal_padding,
+    same_padding,
 };
 pub use conv_ops::{InputActivation, residual_depthwise_separable};
 pub use elu::{elu_f32, elu_in_place};
-pub use residual_unit::{EdgeMode, EluResidualUnit};
+pub use residual_unit::EluResidualUnit;
 pub use rng::NormalRng;
 pub use snake::Snake1d;

@@ -10,21 +10,11 @@
 
 use candle_core::Tensor;
 
-use super::conv::Conv1d;
-use super::conv_cpu::run_jobs;
+use super::conv::{Conv1d, EdgeMode};
+use super::conv_cpu::{PreAct, fill_span, run_jobs};
 use super::conv_direct::{self, DirectTile};
 use super::elu::elu_in_place;
 use super::gemm::{MatRef, SharedOut};
-
-/// How an input is extended past its ends (torch's `F.pad` modes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EdgeMode {
-    Zeros,
-    /// Mirror without repeating the edge sample (needs each pad shorter than the signal).
-    Reflect,
-    /// Repeat the edge sample.
-    Replicate,
-}
 
 /// The unit's layers and `conv1`'s padding (the convs themselves have padding 0).
 #[derive(Clone, Copy, Debug)]
@@ -146,16 +136,19 @@ fn run(x: &[f32], batch: usize, c: usize, l: usize, p: &Parts, unit: &EluResidua
         let xb = &x[b * c * l..][..c * l];
         let len = nt + reach;
         // The padded, activated input of conv1 for this tile: [c, len].
-        fill_padded(
+        let first = t0 as isize - unit.pad.0 as isize;
+        let elu = Some(PreAct::Elu);
+        fill_span(
             &mut scratch.a,
             xb,
             l,
             c,
-            t0 as isize - unit.pad.0 as isize,
-            len,
+            0,
+            (first, len),
             unit.mode,
+            elu,
+            None,
         );
-        elu_in_place(&mut scratch.a);
         // hidden = elu(conv1(...)): [hidden, nt].
         let mut hidden = std::mem::take(&mut scratch.c);
         hidden.clear();
@@ -304,44 +297,6 @@ fn im2col_rows(
     for (r, dst) in col.chunks_exact_mut(cols).enumerate() {
         let (ci, kx) = (r / kernel, r % kernel);
         dst.copy_from_slice(&input[ci * row_stride + kx * dilation..][..cols]);
-    }
-}
-
-/// Samples `first..first + len` of each of `rows` channels of `x` (`[rows, l]`) into `span`
-/// (`[rows, len]`), extended past the ends by `mode`.
-fn fill_padded(
-    span: &mut Vec<f32>,
-    x: &[f32],
-    l: usize,
-    rows: usize,
-    first: isize,
-    len: usize,
-    mode: EdgeMode,
-) {
-    span.clear();
-    span.resize(rows * len, 0.0);
-    let li = l as isize;
-    let lo = (-first).clamp(0, len as isize) as usize;
-    let hi = (li - first).clamp(lo as isize, len as isize) as usize;
-    let source = |i: isize| -> Option<usize> {
-        match mode {
-            EdgeMode::Zeros => None,
-            EdgeMode::Replicate => Some(i.clamp(0, li - 1) as usize),
-            EdgeMode::Reflect => Some(if i < 0 { -i } else { 2 * (li - 1) - i } as usize),
-        }
-    };
-    for r in 0..rows {
-        let src = &x[r * l..][..l];
-        let dst = &mut span[r * len..][..len];
-        if hi > lo {
-            let s0 = (first + lo as isize) as usize;
-            dst[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
-        }
-        for j in (0..lo).chain(hi..len) {
-            if let Some(s) = source(first + j as isize) {
-                dst[j] = src[s];
-            }
-        }
     }
 }
 
