@@ -692,6 +692,7 @@ fn div_ceil_i(a: isize, b: isize) -> isize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::conv_tr_direct;
 
     /// Straightforward conv1d, the definition the kernels must reproduce.
     fn naive_conv(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom) -> Vec<f32> {
@@ -832,6 +833,8 @@ mod tests {
             (2, 2, 4, 1, 0, 2, 1, 3000),
             (2, 3, 3, 0, 0, 1, 2, 20),
             (2, 3, 5, 0, 2, 3, 1, 1),
+            (5, 6, 8, 2, 0, 4, 1, 1500),
+            (3, 4, 5, 7, 1, 2, 1, 300),
         ];
         for (i, &(c_in, c_out, k, pad, out_pad, stride, dil, l_in)) in cases.iter().enumerate() {
             let g = ConvTrGeom {
@@ -850,6 +853,10 @@ mod tests {
             let bias = pseudo(c_out, 70 + i as u32);
             let want = naive_conv_tr(&x, &w, Some(&bias), &g);
             close(&conv_transpose1d_gemm(&x, &w, Some(&bias), None, &g), &want);
+            if conv_tr_direct::applies(&g) {
+                let got = conv_tr_direct::conv_transpose1d_polyphase(&x, &w, Some(&bias), None, &g);
+                close(&got, &want);
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Layout, Module, Storage, Tensor};
 use super::Snake1d;
 use super::conv::{Conv1d, ConvTranspose1d, EdgeMode};
 use super::conv_cpu::{self, ConvGeom, Fusion, PreAct};
+use super::conv_tr_direct;
 use super::snake_cpu::SnakeParams;
 
 /// An activation of a conv's input that the CPU kernels apply tile by tile, so the activated
@@ -413,7 +414,12 @@ impl ConvTranspose1d {
         {
             let x = x.contiguous()?;
             let out = with_data(&x, |xs| {
-                conv_cpu::conv_transpose1d_gemm(xs, &cpu.w, cpu.bias.as_deref(), pre_act, &geom)
+                let bias = cpu.bias.as_deref();
+                if conv_tr_direct::applies(&geom) {
+                    conv_tr_direct::conv_transpose1d_polyphase(xs, &cpu.w, bias, pre_act, &geom)
+                } else {
+                    conv_cpu::conv_transpose1d_gemm(xs, &cpu.w, bias, pre_act, &geom)
+                }
             })?;
             return cpu_tensor(out, (batch, geom.c_out, l_out));
         }

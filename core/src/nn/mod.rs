@@ -5,6 +5,7 @@ mod conv;
 mod conv_cpu;
 mod conv_direct;
 mod conv_ops;
+mod conv_tr_direct;
 mod elu;
 pub mod exp;
 mod gemm;
