@@ -216,7 +216,6 @@ pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec
     let cin_g = g.c_in / g.groups;
     let cout_g = g.c_out / g.groups;
     let rows = cin_g * g.kernel;
-    let rows_per_out = rows;
     let pointwise = g.kernel == 1 && g.stride == 1 && g.padding == 0 && g.pad_right == 0;
     // Inputs that are not read in place: activated, scaled, or extended by copied edges.
     let transform = f.pre.is_some() || f.in_scale.is_some() || g.edge != EdgeMode::Zeros;
@@ -242,6 +241,12 @@ pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec
         for grp in 0..g.groups {
             let xg = &x[(b * g.c_in + grp * cin_g) * g.l_in..][..cin_g * g.l_in];
             let dst = (b * g.c_out + grp * cout_g) * l_out + t0;
+            // The tile's input samples of this group, padded and activated (and scaled).
+            let fill_input = |span: &mut Vec<f32>, xg: &[f32], at: (isize, usize)| {
+                let scale = f.in_scale.map(|s| &s[b * g.l_in..][..g.l_in]);
+                let (l, ch0) = (g.l_in, grp * cin_g);
+                fill_span(span, xg, l, cin_g, ch0, at, g.edge, f.pre, scale);
+            };
             if direct {
                 let first = t0 as isize - g.padding as isize;
                 let len = nt + reach;
@@ -250,25 +255,14 @@ pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec
                 let (input, row_stride) = if interior && in_place {
                     (&xg[first as usize..], g.l_in)
                 } else {
-                    let scale = f.in_scale.map(|s| &s[b * g.l_in..][..g.l_in]);
-                    fill_span(
-                        &mut scratch.b,
-                        xg,
-                        g.l_in,
-                        cin_g,
-                        grp * cin_g,
-                        (first, len),
-                        g.edge,
-                        f.pre,
-                        scale,
-                    );
+                    fill_input(&mut scratch.b, xg, (first, len));
                     (&scratch.b[..], len)
                 };
                 // SAFETY: job (b, tile) alone writes columns t0..t0+nt of batch b's rows.
                 let accumulate =
                     unsafe { init_rows(&shared, dst, cout_g, nt, l_out, grp * cout_g, f) };
                 // SAFETY: as above; the rows are distinct.
-                let mut rows: Vec<&mut [f32]> = (0..cout_g)
+                let mut out_rows: Vec<&mut [f32]> = (0..cout_g)
                     .map(|r| unsafe { shared.row(dst + r * l_out, nt) })
                     .collect();
                 let tile = DirectTile {
@@ -277,28 +271,17 @@ pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec
                     c_in: cin_g,
                     kernel: g.kernel,
                     dilation: g.dilation,
-                    weight: &w[grp * cout_g * rows_per_out..][..cout_g * rows_per_out],
+                    weight: &w[grp * cout_g * rows..][..cout_g * rows],
                     accumulate,
                 };
-                conv_direct::conv_rows(&mut rows, nt, &tile);
+                conv_direct::conv_rows(&mut out_rows, nt, &tile);
                 continue;
             }
             let rhs = if transform {
                 // The input samples this tile reads, activated once, then columns from them.
                 let first = (t0 * g.stride) as isize - g.padding as isize;
                 let len = (nt - 1) * g.stride + reach + 1;
-                let scale = f.in_scale.map(|s| &s[b * g.l_in..][..g.l_in]);
-                fill_span(
-                    &mut scratch.b,
-                    xg,
-                    g.l_in,
-                    cin_g,
-                    grp * cin_g,
-                    (first, len),
-                    g.edge,
-                    f.pre,
-                    scale,
-                );
+                fill_input(&mut scratch.b, xg, (first, len));
                 if pointwise {
                     MatRef::new(&scratch.b, len, 1)
                 } else {
