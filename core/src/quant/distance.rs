@@ -83,6 +83,9 @@ impl NearestSearch {
                 // than doubling the [n, K] products, and exact either way. The additions then run
                 // in their order: (|x|² - 2xc) + |c|².
                 let dots = rows.affine(2.0, 0.0)?.matmul(keys_t)?;
+                if let Some(codes) = cpu::nearest_squared(&dots, &row_norms, key_norms)? {
+                    return Ok(codes);
+                }
                 row_norms.broadcast_sub(&dots)?.broadcast_add(key_norms)?
             }
             Prepared::Augmented { keys_t } => {
@@ -91,11 +94,174 @@ impl NearestSearch {
                 let norms = rows.sqr()?.sum_keepdim(1)?;
                 let ones = Tensor::ones((n, 1), rows.dtype(), rows.device())?;
                 let augmented = Tensor::cat(&[&rows.affine(-2.0, 0.0)?, &norms, &ones], 1)?;
-                augmented.matmul(keys_t)?.maximum(0.0)?.sqrt()?
+                let squared = augmented.matmul(keys_t)?;
+                if let Some(codes) = cpu::nearest_cdist(&squared)? {
+                    return Ok(codes);
+                }
+                squared.maximum(0.0)?.sqrt()?
             }
         };
         // candle's argmin keeps the first of equal values, like torch's argmin and max.
         Ok(distances.argmin(D::Minus1)?)
+    }
+}
+
+/// The distance formulas and the argmin in one pass over the `[n, K]` products, on the CPU:
+/// candle's broadcast ops and argmin made three more passes over them, each into a fresh
+/// tensor (half of an EnCodec quantizer encode). Each element is computed with the same f32
+/// operations in the same order as the tensor path, so the codes are the same bits.
+mod cpu {
+    use candle_core::{DType, Tensor};
+    use rayon::prelude::*;
+
+    use crate::Result;
+
+    /// Rows per parallel job.
+    const ROWS_PER_JOB: usize = 16;
+
+    fn f32_data(t: &Tensor) -> Result<Option<Vec<f32>>> {
+        if !t.device().is_cpu() || t.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        Ok(Some(t.flatten_all()?.to_vec1::<f32>()?))
+    }
+
+    /// Lanes of the argmin: independent running minima that the compiler keeps in vectors.
+    const LANES: usize = 16;
+
+    /// The first index of the smallest value (torch's argmin keeps the first of equal values;
+    /// 0 when every value is NaN). Each lane keeps the first minimum of its columns, and the
+    /// lanes' minima are merged preferring the lower index, which is the slice's first minimum.
+    fn argmin_first(d: &[f32]) -> u32 {
+        let mut best = [f32::INFINITY; LANES];
+        let mut best_j = [u32::MAX; LANES];
+        let chunks = d.chunks_exact(LANES);
+        let tail = chunks.remainder();
+        for (c, chunk) in chunks.enumerate() {
+            let base = (c * LANES) as u32;
+            for l in 0..LANES {
+                let better = chunk[l] < best[l];
+                best[l] = if better { chunk[l] } else { best[l] };
+                best_j[l] = if better { base + l as u32 } else { best_j[l] };
+            }
+        }
+        let (mut b, mut bj) = (f32::INFINITY, u32::MAX);
+        for l in 0..LANES {
+            if best[l] < b || (best[l] == b && best_j[l] < bj) {
+                b = best[l];
+                bj = best_j[l];
+            }
+        }
+        let full = (d.len() - tail.len()) as u32;
+        for (j, &x) in tail.iter().enumerate() {
+            if x < b {
+                b = x;
+                bj = full + j as u32;
+            }
+        }
+        if bj == u32::MAX { 0 } else { bj }
+    }
+
+    /// Per row of `values` (`[n, k]`), `argmin_first` of the distances that `fill` writes for
+    /// it (`fill(row, values, out)`), in parallel over blocks of rows.
+    fn argmin_rows(
+        values: &[f32],
+        k: usize,
+        fill: impl Fn(usize, &[f32], &mut [f32]) + Sync,
+    ) -> Vec<u32> {
+        let n = values.len() / k;
+        let mut codes = vec![0u32; n];
+        let job = |(block, out): (usize, &mut [u32])| {
+            let mut dist = vec![0f32; k];
+            for (r, code) in out.iter_mut().enumerate() {
+                let row = block * ROWS_PER_JOB + r;
+                fill(row, &values[row * k..][..k], &mut dist);
+                *code = argmin_first(&dist);
+            }
+        };
+        if n * k >= 1 << 16 {
+            codes.par_chunks_mut(ROWS_PER_JOB).enumerate().for_each(job);
+        } else {
+            codes.chunks_mut(ROWS_PER_JOB).enumerate().for_each(job);
+        }
+        codes
+    }
+
+    fn codes_tensor(codes: Vec<u32>) -> Result<Option<Tensor>> {
+        let n = codes.len();
+        Ok(Some(Tensor::from_vec(codes, n, &candle_core::Device::Cpu)?))
+    }
+
+    /// argmin over j of `(row_norms[i] - dots[i, j]) + key_norms[j]`.
+    pub(super) fn nearest_squared(
+        dots: &Tensor,
+        row_norms: &Tensor,
+        key_norms: &Tensor,
+    ) -> Result<Option<Tensor>> {
+        let (Some(d), Some(rn), Some(kn)) =
+            (f32_data(dots)?, f32_data(row_norms)?, f32_data(key_norms)?)
+        else {
+            return Ok(None);
+        };
+        let k = kn.len();
+        if k == 0 || d.len() != rn.len() * k {
+            return Ok(None);
+        }
+        codes_tensor(argmin_rows(&d, k, |i, dots, out| {
+            let r = rn[i];
+            for ((o, &x), &c) in out.iter_mut().zip(dots).zip(&kn) {
+                *o = (r - x) + c;
+            }
+        }))
+    }
+
+    /// argmin over j of `sqrt(max(squared[i, j], 0))`.
+    pub(super) fn nearest_cdist(squared: &Tensor) -> Result<Option<Tensor>> {
+        let Some(v) = f32_data(squared)? else {
+            return Ok(None);
+        };
+        let k = squared.dim(1)?;
+        if k == 0 {
+            return Ok(None);
+        }
+        codes_tensor(argmin_rows(&v, k, |_, sq, out| {
+            for (o, &x) in out.iter_mut().zip(sq) {
+                *o = x.max(0.0).sqrt();
+            }
+        }))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn argmin_keeps_the_first_minimum() {
+            for len in [1, 5, 16, 17, 40, 1024, 1030] {
+                let v: Vec<f32> = (0..len).map(|i| ((i * 7) % 13) as f32).collect();
+                let want = v
+                    .iter()
+                    .enumerate()
+                    .fold(
+                        (0, f32::INFINITY),
+                        |(bj, b), (j, &x)| {
+                            if x < b { (j, x) } else { (bj, b) }
+                        },
+                    )
+                    .0;
+                assert_eq!(argmin_first(&v) as usize, want, "len {len}");
+            }
+            // Equal minima in different lanes and in the tail: the lowest index wins.
+            let mut v = vec![5f32; 37];
+            v[33] = 1.0;
+            v[20] = 1.0;
+            v[3] = 1.0;
+            assert_eq!(argmin_first(&v), 3);
+            v[3] = 2.0;
+            assert_eq!(argmin_first(&v), 20);
+            assert_eq!(argmin_first(&[f32::NAN; 20]), 0);
+            assert_eq!(argmin_first(&[f32::NAN, 3.0, f32::NAN]), 1);
+        }
     }
 }
 
