@@ -54,13 +54,13 @@ impl Activation {
     }
 
     fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        // candle's CPU gelu_erf calls libm's erf element by element: 5% of a Mimi encode.
-        if *self == Activation::Gelu && x.device().is_cpu() && x.dtype() == DType::F32 {
-            let mut v = x.flatten_all()?.to_vec1::<f32>()?;
-            gelu_erf_in_place(&mut v);
-            return Tensor::from_vec(v, x.shape(), x.device());
-        }
         match self {
+            // candle's CPU gelu_erf calls libm's erf element by element: 5% of a Mimi encode.
+            Activation::Gelu if x.device().is_cpu() && x.dtype() == DType::F32 => {
+                let mut v = x.flatten_all()?.to_vec1::<f32>()?;
+                gelu_erf_in_place(&mut v);
+                Tensor::from_vec(v, x.shape(), x.device())
+            }
             Activation::Gelu => x.gelu_erf(),
             Activation::GeluTanh => x.gelu(),
             Activation::Relu => x.relu(),
@@ -352,11 +352,11 @@ impl Transformer {
             return Ok(None);
         }
         let (_, _, n, total) = scores.dims4()?;
-        let mut v = scores.flatten_all()?.to_vec1::<f32>()?;
-        if total == 0 {
+        if n * total == 0 {
             return Ok(Some(scores.clone()));
         }
-        v.par_chunks_mut(total * n.max(1)).for_each(|head| {
+        let mut v = scores.flatten_all()?.to_vec1::<f32>()?;
+        v.par_chunks_mut(total * n).for_each(|head| {
             for (i, row) in head.chunks_mut(total).enumerate() {
                 let (lo, hi) = self.visible(p0 + i, first, total);
                 row[..lo].fill(0.0);

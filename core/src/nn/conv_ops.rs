@@ -63,7 +63,7 @@ fn contiguous_f32<'a>(storage: &'a Storage, layout: &Layout) -> candle_core::Res
 }
 
 /// Run `f` on the data of a contiguous CPU f32 tensor.
-fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+pub(crate) fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
     let (storage, layout) = t.storage_and_layout();
     Ok(f(contiguous_f32(&storage, layout)?))
 }

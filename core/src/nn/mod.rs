@@ -18,6 +18,7 @@ pub use conv::{
     Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig, EdgeMode, causal_padding,
     same_padding,
 };
+pub(crate) use conv_ops::with_data;
 pub use conv_ops::{InputActivation, residual_depthwise_separable};
 pub use elu::{elu_f32, elu_in_place};
 pub use residual_unit::EluResidualUnit;

@@ -115,15 +115,13 @@ mod cpu {
     use rayon::prelude::*;
 
     use crate::Result;
+    use crate::nn::with_data;
 
     /// Rows per parallel job.
     const ROWS_PER_JOB: usize = 16;
 
-    fn f32_data(t: &Tensor) -> Result<Option<Vec<f32>>> {
-        if !t.device().is_cpu() || t.dtype() != DType::F32 {
-            return Ok(None);
-        }
-        Ok(Some(t.flatten_all()?.to_vec1::<f32>()?))
+    fn on_cpu(t: &Tensor) -> bool {
+        t.device().is_cpu() && t.dtype() == DType::F32
     }
 
     /// Lanes of the argmin: independent running minima that the compiler keeps in vectors.
@@ -198,37 +196,41 @@ mod cpu {
         row_norms: &Tensor,
         key_norms: &Tensor,
     ) -> Result<Option<Tensor>> {
-        let (Some(d), Some(rn), Some(kn)) =
-            (f32_data(dots)?, f32_data(row_norms)?, f32_data(key_norms)?)
-        else {
-            return Ok(None);
-        };
-        let k = kn.len();
-        if k == 0 || d.len() != rn.len() * k {
+        if ![dots, row_norms, key_norms].into_iter().all(on_cpu) {
             return Ok(None);
         }
-        codes_tensor(argmin_rows(&d, k, |i, dots, out| {
-            let r = rn[i];
-            for ((o, &x), &c) in out.iter_mut().zip(dots).zip(&kn) {
-                *o = (r - x) + c;
-            }
-        }))
+        // The norms are small ([n] and [K]); the [n, K] products are read in place.
+        let rn = row_norms.flatten_all()?.to_vec1::<f32>()?;
+        let kn = key_norms.flatten_all()?.to_vec1::<f32>()?;
+        let k = kn.len();
+        if k == 0 || dots.elem_count() != rn.len() * k {
+            return Ok(None);
+        }
+        let codes = with_data(&dots.contiguous()?, |d| {
+            argmin_rows(d, k, |i, dots, out| {
+                let r = rn[i];
+                for ((o, &x), &c) in out.iter_mut().zip(dots).zip(&kn) {
+                    *o = (r - x) + c;
+                }
+            })
+        })?;
+        codes_tensor(codes)
     }
 
     /// argmin over j of `sqrt(max(squared[i, j], 0))`.
     pub(super) fn nearest_cdist(squared: &Tensor) -> Result<Option<Tensor>> {
-        let Some(v) = f32_data(squared)? else {
-            return Ok(None);
-        };
         let k = squared.dim(1)?;
-        if k == 0 {
+        if !on_cpu(squared) || k == 0 {
             return Ok(None);
         }
-        codes_tensor(argmin_rows(&v, k, |_, sq, out| {
-            for (o, &x) in out.iter_mut().zip(sq) {
-                *o = x.max(0.0).sqrt();
-            }
-        }))
+        let codes = with_data(&squared.contiguous()?, |v| {
+            argmin_rows(v, k, |_, sq, out| {
+                for (o, &x) in out.iter_mut().zip(sq) {
+                    *o = x.max(0.0).sqrt();
+                }
+            })
+        })?;
+        codes_tensor(codes)
     }
 
     #[cfg(test)]
