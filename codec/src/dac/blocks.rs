@@ -20,25 +20,56 @@ pub(crate) struct ResidualUnit {
 }
 
 impl ResidualUnit {
-    pub fn load(vb: VarBuilder, dim: usize, dilation: usize) -> candle_core::Result<Self> {
+    /// `winograd`: the dilated conv by minimal filtering (decoders only: it changes the bits
+    /// of the sums, which an encoder's codes must not depend on).
+    pub fn load(
+        vb: VarBuilder,
+        dim: usize,
+        dilation: usize,
+        winograd: bool,
+    ) -> candle_core::Result<Self> {
         let cfg = Conv1dConfig {
             padding: same_padding(UNIT_KERNEL, dilation),
             dilation,
             ..Default::default()
         };
+        let conv1 = Conv1d::load(vb.pp("conv1"), dim, dim, UNIT_KERNEL, cfg, true)?;
         Ok(ResidualUnit {
             snake1: Snake1d::load(vb.pp("snake1"), dim)?,
-            conv1: Conv1d::load(vb.pp("conv1"), dim, dim, UNIT_KERNEL, cfg, true)?,
+            conv1: if winograd {
+                conv1.with_winograd()
+            } else {
+                conv1
+            },
             snake2: Snake1d::load(vb.pp("snake2"), dim)?,
             conv2: Conv1d::load(vb.pp("conv2"), dim, dim, 1, Conv1dConfig::default(), true)?,
         })
     }
 
     /// The three units of a block: `res_unit1..3` with dilations 1, 3, 9.
-    pub fn load_three(vb: &VarBuilder, dim: usize) -> candle_core::Result<[Self; 3]> {
-        let unit =
-            |i: usize| Self::load(vb.pp(format!("res_unit{}", i + 1)), dim, UNIT_DILATIONS[i]);
+    pub fn load_three(
+        vb: &VarBuilder,
+        dim: usize,
+        winograd: bool,
+    ) -> candle_core::Result<[Self; 3]> {
+        let unit = |i: usize| {
+            let vb = vb.pp(format!("res_unit{}", i + 1));
+            Self::load(vb, dim, UNIT_DILATIONS[i], winograd)
+        };
         Ok([unit(0)?, unit(1)?, unit(2)?])
+    }
+}
+
+impl ResidualUnit {
+    /// As [`Module::forward`] for a window whose first sample is sample `origin` of the whole
+    /// signal (where a minimal-filtering conv anchors its tiles).
+    pub fn forward_at(&self, x: &Tensor, origin: usize) -> candle_core::Result<Tensor> {
+        let y = self
+            .conv1
+            .forward_fused_at(x, Some(&self.snake1), None, None, origin)?;
+        // The reference crops x when y is shorter; with "same" padding of an odd kernel it never is.
+        self.conv2
+            .forward_fused(&y, Some(&self.snake2), None, Some(x))
     }
 }
 
@@ -46,11 +77,6 @@ impl Module for ResidualUnit {
     /// Two passes over the signal: each snake rides along the conv that reads it, and the skip
     /// is added in place by the second conv.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self
-            .conv1
-            .forward_fused(x, Some(&self.snake1), None, None)?;
-        // The reference crops x when y is shorter; with "same" padding of an odd kernel it never is.
-        self.conv2
-            .forward_fused(&y, Some(&self.snake2), None, Some(x))
+        self.forward_at(x, 0)
     }
 }

@@ -294,7 +294,7 @@ impl<'a> ChunkedDecoder<'a> {
         let codes = buf.narrow(1, start_frame - self.buf_start, win_end - start_frame)?;
         let audio = self
             .model
-            .decode_whole(&codes.unsqueeze(0)?)
+            .decode_window(&codes.unsqueeze(0)?, start_frame)
             .map_err(one_line)?
             .squeeze(0)?;
         let from = (self.next_frame - start_frame) * hop;

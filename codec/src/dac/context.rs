@@ -5,6 +5,8 @@
 //! geometry (index arithmetic, no estimate), so that chunked processing can take just enough
 //! context to give the same numbers as whole-file processing.
 
+use tessera_core::nn::winograd_reach_extension;
+
 use super::blocks::{UNIT_DILATIONS, UNIT_KERNEL};
 use super::config::DacConfig;
 
@@ -26,6 +28,9 @@ pub(crate) struct ConvShape {
     pub padding: usize,
     /// A transposed conv (upsampling by `stride`).
     pub transposed: bool,
+    /// Samples beyond the kernel's reach, on each side, that an output's value depends on
+    /// (the rest of its tile, for a conv by minimal filtering).
+    pub tile_reach: usize,
 }
 
 impl ConvShape {
@@ -36,6 +41,15 @@ impl ConvShape {
             dilation,
             padding,
             transposed: false,
+            tile_reach: 0,
+        }
+    }
+
+    /// The same conv run by minimal filtering (`Conv1d::with_winograd`).
+    fn by_tiles(self) -> Self {
+        ConvShape {
+            tile_reach: winograd_reach_extension(self.dilation),
+            ..self
         }
     }
 
@@ -53,7 +67,8 @@ impl ConvShape {
             (ceil_div(lo + p - reach, s), (hi + p).div_euclid(s))
         } else {
             // Output j reads inputs j*s - p ..= j*s - p + reach.
-            (lo * s - p, hi * s - p + reach)
+            let t = self.tile_reach as i64;
+            (lo * s - p - t, hi * s - p + reach + t)
         }
     }
 }
@@ -70,6 +85,7 @@ pub(crate) fn strided(stride: usize, transposed: bool) -> ConvShape {
         dilation: 1,
         padding: stride.div_ceil(2),
         transposed,
+        tile_reach: 0,
     }
 }
 
@@ -91,12 +107,13 @@ fn encoder_convs(cfg: &DacConfig) -> Vec<ConvShape> {
     convs
 }
 
-/// The decoder's convs in the order the latent meets them.
+/// The decoder's convs in the order the latent meets them (its 7-tap convs but the last run
+/// by minimal filtering).
 fn decoder_convs(cfg: &DacConfig) -> Vec<ConvShape> {
-    let mut convs = vec![ConvShape::plain(7, 1, 3)];
+    let mut convs = vec![ConvShape::plain(7, 1, 3).by_tiles()];
     for &s in &cfg.upsampling_ratios {
         convs.push(strided(s, true));
-        convs.extend(unit_convs());
+        convs.extend(unit_convs().map(ConvShape::by_tiles));
     }
     convs.push(ConvShape::plain(7, 1, 3));
     convs
@@ -159,17 +176,18 @@ mod tests {
             left_frames: 8,
             right_frames: 8,
         };
-        let dec = Context {
-            left_frames: 10,
-            right_frames: 10,
+        // 10 frames for the direct convs; the minimal-filtering tiles (4 outputs) add 9-10.
+        let dec = |frames| Context {
+            left_frames: frames,
+            right_frames: frames,
         };
-        for cfg in [
-            DacConfig::dac_16khz(),
-            DacConfig::dac_24khz(),
-            DacConfig::dac_44khz(),
+        for (cfg, frames) in [
+            (DacConfig::dac_16khz(), 20),
+            (DacConfig::dac_24khz(), 20),
+            (DacConfig::dac_44khz(), 19),
         ] {
             assert_eq!(encoder_context(&cfg), enc);
-            assert_eq!(decoder_context(&cfg), dec);
+            assert_eq!(decoder_context(&cfg), dec(frames));
         }
     }
 }

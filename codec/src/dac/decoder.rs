@@ -2,7 +2,7 @@
 //! transposed conv that halves the channels, three dilated residual units), then snake, a 7-tap
 //! conv to one channel and tanh.
 
-use candle_core::{Module, Tensor};
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use tessera_core::nn::{Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig, Snake1d};
 
@@ -33,14 +33,15 @@ impl DecoderBlock {
         Ok(DecoderBlock {
             snake: Snake1d::load(vb.pp("snake1"), in_dim)?,
             up: ConvTranspose1d::load(vb.pp("conv_t1"), in_dim, out_dim, shape.kernel, up, true)?,
-            units: ResidualUnit::load_three(&vb, out_dim)?,
+            units: ResidualUnit::load_three(&vb, out_dim, true)?,
         })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// `origin`: the absolute index of the block's first output sample.
+    fn forward_at(&self, x: &Tensor, origin: usize) -> candle_core::Result<Tensor> {
         let mut x = self.up.forward_fused(x, Some(&self.snake))?;
         for unit in &self.units {
-            x = unit.forward(&x)?;
+            x = unit.forward_at(&x, origin)?;
         }
         Ok(x)
     }
@@ -50,6 +51,7 @@ impl DecoderBlock {
 pub(crate) struct Decoder {
     conv1: Conv1d,
     blocks: Vec<DecoderBlock>,
+    ratios: Vec<usize>,
     snake: Snake1d,
     conv2: Conv1d,
 }
@@ -67,7 +69,8 @@ impl Decoder {
             7,
             same7,
             true,
-        )?;
+        )?
+        .with_winograd();
         let blocks = (0..cfg.upsampling_ratios.len())
             .map(|i| DecoderBlock::load(vb.pp("block").pp(i), cfg, i))
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -75,16 +78,24 @@ impl Decoder {
         Ok(Decoder {
             conv1,
             blocks,
+            ratios: cfg.upsampling_ratios.clone(),
             snake: Snake1d::load(vb.pp("snake1"), out_dim)?,
             conv2: Conv1d::load(vb.pp("conv2"), out_dim, 1, 7, same7, true)?,
         })
     }
 
-    /// Latent `[B, hidden_size, F]` -> audio `[B, 1, decoded_len(F)]` in [-1, 1].
-    pub fn forward(&self, z: &Tensor) -> candle_core::Result<Tensor> {
-        let mut x = self.conv1.forward(z)?;
-        for block in &self.blocks {
-            x = block.forward(&x)?;
+    /// Latent `[B, hidden_size, F]` -> audio `[B, 1, decoded_len(F)]` in [-1, 1], for frames
+    /// that start at frame `origin_frame` of the whole signal (0 for a whole signal; a window's
+    /// offset when decoding window by window, so that the minimal-filtering convs tile it as
+    /// they tile the whole signal).
+    pub fn forward_at(&self, z: &Tensor, origin_frame: usize) -> candle_core::Result<Tensor> {
+        let mut x = self
+            .conv1
+            .forward_fused_at(z, None, None, None, origin_frame)?;
+        let mut scale = origin_frame;
+        for (block, &ratio) in self.blocks.iter().zip(&self.ratios) {
+            scale *= ratio;
+            x = block.forward_at(&x, scale)?;
         }
         self.conv2
             .forward_fused(&x, Some(&self.snake), None, None)?

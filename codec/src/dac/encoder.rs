@@ -29,7 +29,7 @@ impl EncoderBlock {
             ..Default::default()
         };
         Ok(EncoderBlock {
-            units: ResidualUnit::load_three(&vb, in_dim)?,
+            units: ResidualUnit::load_three(&vb, in_dim, false)?,
             snake: Snake1d::load(vb.pp("snake1"), in_dim)?,
             down: Conv1d::load(vb.pp("conv1"), in_dim, 2 * in_dim, shape.kernel, down, true)?,
         })

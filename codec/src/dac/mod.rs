@@ -186,13 +186,14 @@ impl Dac {
         if codes.dims()[2] > AUTO_CHUNK_FRAMES {
             return self.decode_chunked(codes, &ChunkPolicy::default());
         }
-        self.decode_whole(codes)
+        self.decode_window(codes, 0)
     }
 
-    /// The model's decode in one pass, on checked codes.
-    pub(crate) fn decode_whole(&self, codes: &Tensor) -> Result<Tensor> {
+    /// The model's decode in one pass, on checked codes whose first frame is frame
+    /// `origin_frame` of the signal.
+    pub(crate) fn decode_window(&self, codes: &Tensor, origin_frame: usize) -> Result<Tensor> {
         let z = self.quantizer.decode(&codes.to_device(&self.device)?)?;
-        Ok(self.decoder.forward(&z)?)
+        Ok(self.decoder.forward_at(&z, origin_frame)?)
     }
 }
 

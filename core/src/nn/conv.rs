@@ -13,6 +13,7 @@ use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
 use super::conv_cpu::{ConvGeom, ConvTrGeom};
+use super::conv_winograd::{self, WinogradWeights};
 
 /// Hyper-parameters of a conv layer, as torch's `nn.Conv1d` takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,8 +88,18 @@ pub fn causal_padding(len: usize, kernel: usize, stride: usize, dilation: usize)
 
 /// Weights copied out once for the CPU kernels (so a forward pass never touches tensors).
 pub(super) struct CpuWeights {
+    /// `[c_out, c_in / groups, kernel]`; empty for a conv that runs by minimal filtering, which
+    /// keeps only its transformed weights.
     pub w: Vec<f32>,
     pub bias: Option<Vec<f32>>,
+    pub winograd: Option<WinogradWeights>,
+}
+
+impl CpuWeights {
+    /// The untransformed weights, if kept.
+    pub fn plain(&self) -> Option<&[f32]> {
+        (!self.w.is_empty()).then_some(&self.w[..])
+    }
 }
 
 fn cpu_weights(w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Option<Arc<CpuWeights>>> {
@@ -98,6 +109,7 @@ fn cpu_weights(w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Option<
     Ok(Some(Arc::new(CpuWeights {
         w: w.flatten_all()?.to_vec1()?,
         bias: bias.map(|b| b.to_vec1()).transpose()?,
+        winograd: None,
     })))
 }
 
@@ -177,6 +189,41 @@ impl Conv1d {
             None
         };
         Self::new(weight, bias, cfg)
+    }
+
+    /// Run this conv by minimal filtering on the CPU (Winograd F(2, 3) pieces, see
+    /// `conv_winograd`): 10 instead of 14 multiplies per output pair for a 7-tap kernel, with an
+    /// error like the direct sum's (not its bits). For wide layers, where the direct conv is
+    /// bound by the FMA units. Applies to dense (one group), stride-1 convs with several input
+    /// channels and at least 2 taps; any other conv is returned as it is. Pass the window's
+    /// offset in the signal to [`Self::forward_fused_at`] when processing a long signal window
+    /// by window, and widen the windows' margins by `conv_winograd::reach_extension`.
+    pub fn with_winograd(mut self) -> Self {
+        let (c_out, cin_g, kernel) = (
+            self.out_channels(),
+            self.weight.dims()[1],
+            self.kernel_size(),
+        );
+        let eligible = self.cfg.groups == 1
+            && self.cfg.stride == 1
+            && cin_g > 1
+            && conv_winograd::supported_kernel(kernel);
+        if let (true, Some(cpu)) = (eligible, &self.cpu)
+            && let Some(w) = cpu.plain()
+        {
+            let ww = WinogradWeights::new(w, c_out, cin_g, kernel);
+            self.cpu = Some(Arc::new(CpuWeights {
+                w: Vec::new(),
+                bias: cpu.bias.clone(),
+                winograd: Some(ww),
+            }));
+        }
+        self
+    }
+
+    /// Whether the CPU path computes this conv by minimal filtering.
+    pub fn uses_winograd(&self) -> bool {
+        self.cpu.as_ref().is_some_and(|c| c.winograd.is_some())
     }
 
     pub fn weight(&self) -> &Tensor {

@@ -122,6 +122,7 @@ pub(crate) struct Scratch {
     pub a: Vec<f32>,
     pub b: Vec<f32>,
     pub c: Vec<f32>,
+    pub d: Vec<f32>,
 }
 
 /// Time-tile length for an im2col block with `rows` rows: small enough that the block stays in
@@ -673,12 +674,12 @@ fn div_ceil_i(a: isize, b: isize) -> isize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::nn::conv_tr_direct;
 
     /// Straightforward conv1d, the definition the kernels must reproduce.
-    fn naive_conv(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom) -> Vec<f32> {
+    pub(crate) fn naive_conv(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom) -> Vec<f32> {
         let l_out = g.l_out().unwrap();
         let (cin_g, cout_g) = (g.c_in / g.groups, g.c_out / g.groups);
         let mut out = vec![0f32; g.batch * g.c_out * l_out];
@@ -730,7 +731,7 @@ mod tests {
         out.into_iter().map(|v| v as f32).collect()
     }
 
-    fn pseudo(n: usize, seed: u32) -> Vec<f32> {
+    pub(crate) fn pseudo(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2654435761).wrapping_add(12345);
         (0..n)
             .map(|_| {

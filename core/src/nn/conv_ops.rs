@@ -7,9 +7,10 @@
 use candle_core::{DType, Device, Layout, Module, Storage, Tensor};
 
 use super::Snake1d;
-use super::conv::{Conv1d, ConvTranspose1d, EdgeMode};
+use super::conv::{Conv1d, ConvTranspose1d, CpuWeights, EdgeMode};
 use super::conv_cpu::{self, ConvGeom, Fusion, PreAct};
 use super::conv_tr_direct;
+use super::conv_winograd;
 use super::snake_cpu::SnakeParams;
 
 /// An activation of a conv's input that the CPU kernels apply tile by tile, so the activated
@@ -96,6 +97,25 @@ fn snake_params<'a>(snakes: &[Option<&'a Snake1d>]) -> Option<Vec<Option<SnakePa
         .collect()
 }
 
+/// A dense or grouped conv on the CPU kernels: by minimal filtering where the conv was set up
+/// for it and the call fits, else im2col + gemm. `None` when neither can run it (a conv that
+/// kept only transformed weights, called with reflected edges or a scaled input).
+fn dense_conv(
+    cpu: &CpuWeights,
+    xs: &[f32],
+    f: &Fusion,
+    geom: &ConvGeom,
+    origin: usize,
+) -> Option<Vec<f32>> {
+    match (&cpu.winograd, cpu.plain()) {
+        (Some(ww), _) if conv_winograd::applies(geom, f) => {
+            Some(conv_winograd::conv1d_winograd(xs, ww, f, geom, origin))
+        }
+        (_, Some(w)) => Some(conv_cpu::conv1d_gemm(xs, w, f, geom)),
+        _ => None,
+    }
+}
+
 impl Conv1d {
     fn check_input(&self, x: &Tensor) -> candle_core::Result<(ConvGeom, usize)> {
         let (batch, _, l_in) = x.dims3()?;
@@ -152,7 +172,21 @@ impl Conv1d {
         post: Option<&Snake1d>,
         residual: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
-        self.forward_activated(x, pre.map(InputActivation::Snake), post, residual)
+        self.forward_activated_at(x, pre.map(InputActivation::Snake), post, residual, 0)
+    }
+
+    /// As [`Self::forward_fused`] for a window whose first output sample is sample `origin` of
+    /// the whole signal's output. Only a conv set up [`Self::with_winograd`] depends on it: its
+    /// pair grid is anchored there, so windows reproduce the whole-signal pass bit for bit.
+    pub fn forward_fused_at(
+        &self,
+        x: &Tensor,
+        pre: Option<&Snake1d>,
+        post: Option<&Snake1d>,
+        residual: Option<&Tensor>,
+        origin: usize,
+    ) -> candle_core::Result<Tensor> {
+        self.forward_activated_at(x, pre.map(InputActivation::Snake), post, residual, origin)
     }
 
     /// As [`Self::forward_fused`], with any [`InputActivation`] on the input.
@@ -162,6 +196,17 @@ impl Conv1d {
         pre: Option<InputActivation>,
         post: Option<&Snake1d>,
         residual: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        self.forward_activated_at(x, pre, post, residual, 0)
+    }
+
+    fn forward_activated_at(
+        &self,
+        x: &Tensor,
+        pre: Option<InputActivation>,
+        post: Option<&Snake1d>,
+        residual: Option<&Tensor>,
+        origin: usize,
     ) -> candle_core::Result<Tensor> {
         let (geom, l_out) = self.check_input(x)?;
         let out_dims = (geom.batch, geom.c_out, l_out);
@@ -196,21 +241,23 @@ impl Conv1d {
                     residual: rs,
                     in_scale: None,
                 };
-                if single_input {
-                    conv_cpu::conv1d_single_input(xs, &cpu.w, &f, &geom)
-                } else {
-                    conv_cpu::conv1d_gemm(xs, &cpu.w, &f, &geom)
+                match (single_input, cpu.plain()) {
+                    (true, Some(w)) => Some(conv_cpu::conv1d_single_input(xs, w, &f, &geom)),
+                    (true, None) => None,
+                    (false, _) => dense_conv(cpu, xs, &f, &geom, origin),
                 }
             })?;
-            let y = cpu_tensor(out, out_dims)?;
-            if fuse_post || post.is_none() {
-                return Ok(y);
+            if let Some(out) = out {
+                let y = cpu_tensor(out, out_dims)?;
+                if fuse_post || post.is_none() {
+                    return Ok(y);
+                }
+                let y = post.map_or(Ok(y.clone()), |s| s.forward(&y))?;
+                return match residual {
+                    Some(r) => y + r,
+                    None => Ok(y),
+                };
             }
-            let y = post.map_or(Ok(y.clone()), |s| s.forward(&y))?;
-            return match residual {
-                Some(r) => y + r,
-                None => Ok(y),
-            };
         }
         let x = pre.map_or(Ok(x.clone()), |a| a.apply(x))?;
         let y = self.candle_forward(&x)?;
@@ -267,13 +314,13 @@ impl Conv1d {
                 residual: rs,
                 ..Default::default()
             };
-            if geom.c_in == geom.groups {
-                conv_cpu::conv1d_single_input(xs, &cpu.w, &f, &geom)
-            } else {
-                conv_cpu::conv1d_gemm(xs, &cpu.w, &f, &geom)
+            match (geom.c_in == geom.groups, cpu.plain()) {
+                (true, Some(w)) => Some(conv_cpu::conv1d_single_input(xs, w, &f, &geom)),
+                (true, None) => None,
+                (false, _) => dense_conv(cpu, xs, &f, &geom, 0),
             }
         })?;
-        cpu_tensor(out, out_dims).map(Some)
+        out.map(|out| cpu_tensor(out, out_dims)).transpose()
     }
 
     /// `residual + conv(x)`, the sum formed in place on the CPU.
@@ -322,10 +369,12 @@ impl Conv1d {
                         in_scale: Some(ss),
                         ..Default::default()
                     };
-                    conv_cpu::conv1d_gemm(xs, &cpu.w, &f, &geom)
+                    dense_conv(cpu, xs, &f, &geom, 0)
                 })
             })??;
-            return cpu_tensor(out, out_dims);
+            if let Some(out) = out {
+                return cpu_tensor(out, out_dims);
+            }
         }
         self.forward_add(&x.broadcast_mul(scale)?, residual)
     }
@@ -373,8 +422,8 @@ pub fn residual_depthwise_separable(
         let out = with_data(&x, |xs| {
             conv_cpu::residual_dw_pw(
                 xs,
-                (&dw_cpu.w, dw_cpu.bias.as_deref()),
-                (&pw_cpu.w, pw_cpu.bias.as_deref()),
+                (&dw_cpu.w[..], dw_cpu.bias.as_deref()),
+                (&pw_cpu.w[..], pw_cpu.bias.as_deref()),
                 snakes[0],
                 snakes[1],
                 &geom,

@@ -6,6 +6,7 @@ mod conv_cpu;
 mod conv_direct;
 mod conv_ops;
 mod conv_tr_direct;
+mod conv_winograd;
 mod elu;
 pub mod exp;
 mod gemm;
@@ -20,6 +21,7 @@ pub use conv::{
 };
 pub(crate) use conv_ops::with_data;
 pub use conv_ops::{InputActivation, residual_depthwise_separable};
+pub use conv_winograd::reach_extension as winograd_reach_extension;
 pub use elu::{elu_f32, elu_in_place};
 pub use residual_unit::EluResidualUnit;
 pub use rng::NormalRng;

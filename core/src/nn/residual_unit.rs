@@ -108,7 +108,9 @@ impl EluResidualUnit<'_> {
 
 /// A conv's CPU weights and bias.
 fn weights(conv: &Conv1d) -> Option<(&[f32], Option<&[f32]>)> {
-    conv.cpu.as_ref().map(|w| (&w.w[..], w.bias.as_deref()))
+    conv.cpu
+        .as_ref()
+        .and_then(|w| Some((w.plain()?, w.bias.as_deref())))
 }
 
 /// The CPU weights and shape of a unit that fits.
