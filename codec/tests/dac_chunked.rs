@@ -130,9 +130,10 @@ fn pushing_in_odd_pieces_changes_nothing() {
             enc.buffered_samples()
         );
     }
+    // Only the last window (and the frames its right margin waits for) is left to `finish`.
     let done = enc.frames_done();
     assert!(
-        done > 100,
+        done + 6 + ctx.right_frames + 1 >= 121 && done > 60,
         "codes must come out before the end ({done} frames)"
     );
     parts.extend(enc.finish().unwrap());

@@ -98,7 +98,7 @@ fn margin_sweep(model: &Dac, audio: &Tensor, codes: &Tensor, decoded: &Tensor) {
     let enc = model.encoder_context();
     let dec = model.decoder_context();
     let top = enc.left_frames.max(dec.left_frames);
-    for margin in [0, 1, 2, 4, 6, 7, 8, 9, 10]
+    for margin in [0, 1, 2, 4, 6, 7, 8, 9, 10, 12, 14, 16, 18, 20]
         .into_iter()
         .filter(|&m| m <= top)
     {

@@ -20,8 +20,7 @@ pub(crate) struct ResidualUnit {
 }
 
 impl ResidualUnit {
-    /// `winograd`: the dilated conv by minimal filtering (decoders only: it changes the bits
-    /// of the sums, which an encoder's codes must not depend on).
+    /// `winograd`: the dilated conv by minimal filtering (`Conv1d::with_winograd`).
     pub fn load(
         vb: VarBuilder,
         dim: usize,

@@ -172,7 +172,7 @@ impl<'a> ChunkedEncoder<'a> {
         )?;
         let codes = self
             .model
-            .encode_padded(&x, self.n_q)
+            .encode_padded(&x, self.n_q, start_frame)
             .map_err(one_line)?
             .squeeze(0)?
             .narrow(

@@ -29,16 +29,17 @@ impl EncoderBlock {
             ..Default::default()
         };
         Ok(EncoderBlock {
-            units: ResidualUnit::load_three(&vb, in_dim, false)?,
+            units: ResidualUnit::load_three(&vb, in_dim, true)?,
             snake: Snake1d::load(vb.pp("snake1"), in_dim)?,
             down: Conv1d::load(vb.pp("conv1"), in_dim, 2 * in_dim, shape.kernel, down, true)?,
         })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// `origin`: the absolute index of the block's first input sample.
+    fn forward_at(&self, x: &Tensor, origin: usize) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
         for unit in &self.units {
-            x = unit.forward(&x)?;
+            x = unit.forward_at(&x, origin)?;
         }
         self.down.forward_fused(&x, Some(&self.snake), None, None)
     }
@@ -48,6 +49,7 @@ impl EncoderBlock {
 pub(crate) struct Encoder {
     conv1: Conv1d,
     blocks: Vec<EncoderBlock>,
+    ratios: Vec<usize>,
     snake: Snake1d,
     conv2: Conv1d,
 }
@@ -70,16 +72,21 @@ impl Encoder {
         Ok(Encoder {
             conv1,
             blocks,
+            ratios: cfg.downsampling_ratios.clone(),
             snake: Snake1d::load(vb.pp("snake1"), d)?,
             conv2: Conv1d::load(vb.pp("conv2"), d, cfg.hidden_size, 3, same3, true)?,
         })
     }
 
-    /// `[B, 1, T]` -> latent `[B, hidden_size, F]` (`F = T / hop` when T is a multiple of it).
-    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// `[B, 1, T]` -> latent `[B, hidden_size, F]` (`F = T / hop` when T is a multiple of it),
+    /// for audio that starts at frame `origin_frame` of the whole signal (see
+    /// `Decoder::forward_at`).
+    pub fn forward_at(&self, x: &Tensor, origin_frame: usize) -> candle_core::Result<Tensor> {
         let mut x = self.conv1.forward(x)?;
-        for block in &self.blocks {
-            x = block.forward(&x)?;
+        let mut origin = origin_frame * self.ratios.iter().product::<usize>();
+        for (block, &ratio) in self.blocks.iter().zip(&self.ratios) {
+            x = block.forward_at(&x, origin)?;
+            origin /= ratio;
         }
         self.conv2.forward_fused(&x, Some(&self.snake), None, None)
     }

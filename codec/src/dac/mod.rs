@@ -153,12 +153,17 @@ impl Dac {
         }
         let x = audio.to_dtype(DType::F32)?.to_device(&self.device)?;
         let x = x.pad_with_zeros(2, 0, self.config.padded_len(t) - t)?;
-        self.encode_padded(&x, depth)
+        self.encode_padded(&x, depth, 0)
     }
 
     /// The model's encode on audio whose length is already a multiple of the hop.
-    pub(crate) fn encode_padded(&self, x: &Tensor, n_q: usize) -> Result<Tensor> {
-        let z = self.encoder.forward(x)?;
+    pub(crate) fn encode_padded(
+        &self,
+        x: &Tensor,
+        n_q: usize,
+        origin_frame: usize,
+    ) -> Result<Tensor> {
+        let z = self.encoder.forward_at(x, origin_frame)?;
         self.quantizer.encode_n(&z, n_q)
     }
 
