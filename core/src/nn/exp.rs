@@ -127,16 +127,50 @@ pub fn gelu_erf(x: f32) -> f32 {
     0.5 * x * one_plus_erf
 }
 
-/// [`gelu_erf`] of every element, split over the rayon pool for long slices.
+/// [`gelu_erf`] of every element, split over the rayon pool for long slices. On x86-64 the loop
+/// is also compiled for AVX-512 and AVX2 and the widest the CPU has runs: the same operations
+/// per element (Rust never fuses them), so the same bits. Baseline SSE2 took about 2.5 ns per
+/// element, a tenth of a Mimi transformer's time.
 pub fn gelu_erf_in_place(x: &mut [f32]) {
     use rayon::prelude::*;
     const CHUNK: usize = 1 << 14;
-    let run = |c: &mut [f32]| c.iter_mut().for_each(|v| *v = gelu_erf(*v));
     if x.len() > 2 * CHUNK {
-        x.par_chunks_mut(CHUNK).for_each(run);
+        x.par_chunks_mut(CHUNK).for_each(gelu_erf_chunk);
     } else {
-        run(x);
+        gelu_erf_chunk(x);
     }
+}
+
+fn gelu_erf_chunk(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked).
+            return unsafe { gelu_erf_avx512(x) };
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked).
+            return unsafe { gelu_erf_avx2(x) };
+        }
+    }
+    gelu_erf_loop(x);
+}
+
+#[inline(always)]
+fn gelu_erf_loop(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = gelu_erf(*v));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gelu_erf_avx512(x: &mut [f32]) {
+    gelu_erf_loop(x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gelu_erf_avx2(x: &mut [f32]) {
+    gelu_erf_loop(x)
 }
 
 #[cfg(test)]
@@ -229,6 +263,18 @@ mod tests {
             sum += term / (2.0 * n + 1.0);
         }
         sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn gelu_erf_slices_match_the_scalar_bits() {
+        let xs: Vec<f32> = (0..100_000)
+            .map(|i| (i as f32 - 50_000.0) * 1.7e-4)
+            .collect();
+        let mut got = xs.clone();
+        gelu_erf_in_place(&mut got);
+        for (x, g) in xs.iter().zip(&got) {
+            assert_eq!(gelu_erf(*x).to_bits(), g.to_bits(), "at {x}");
+        }
     }
 
     #[test]
