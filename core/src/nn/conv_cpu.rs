@@ -133,6 +133,22 @@ fn tile_len(rows: usize, l_out: usize) -> usize {
     t.min(l_out.max(1))
 }
 
+thread_local! {
+    /// Each pool thread's working buffers, kept from job to job and call to call: allocating
+    /// them per rayon split made many short-lived buffers of several MB, which the allocator
+    /// kept resident (docs/performance.md, "Allocator").
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Run `f` on this thread's scratch buffers (fresh ones if they are in use further up the
+/// stack, as when a thread waiting in a nested parallel call steals a job).
+fn with_thread_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
+
 /// Split `jobs` independent tiles between threads: in parallel when there are enough of them,
 /// else one after another with the threads inside gemm.
 pub(crate) fn run_jobs<F>(jobs: usize, work_per_job: usize, f: F)
@@ -143,7 +159,7 @@ where
     if threads > 1 && jobs >= 2 * threads {
         (0..jobs)
             .into_par_iter()
-            .for_each_init(Scratch::default, |scratch, job| f(job, scratch, 1));
+            .for_each(|job| with_thread_scratch(|scratch| f(job, scratch, 1)));
     } else {
         // Few large jobs (low-rate layers with many channels): let gemm split each one, unless
         // it is too small to be worth waking the pool.
