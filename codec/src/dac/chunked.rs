@@ -16,11 +16,11 @@
 //! grid as in a whole-signal pass; the first window starts at the signal's start and the last one
 //! ends at its (padded) end, exactly as the whole signal does. Each window passes its first
 //! frame down to the 7-tap convs, which compute tiles of outputs anchored to absolute positions
-//! (`Conv1d::with_winograd`), so they tile a window as they tile the whole signal. With margins of at least the
-//! receptive field (the default, `margin_frames: None`), every kept value is computed from exactly
-//! the same inputs, in the same order, as in the whole-signal pass: codes are identical and
-//! decoded audio equal to the last bit. Smaller margins trade that for less work; the tests
-//! measure what they cost.
+//! (`Conv1d::with_winograd`), so they tile a window as they tile the whole signal. With margins
+//! of at least the receptive field (the default, `margin_frames: None`), every kept value is
+//! computed from exactly the same inputs, in the same order, as in the whole-signal pass: codes
+//! are identical and decoded audio equal to the last bit. Smaller margins trade that for less
+//! work; the tests measure what they cost.
 
 use candle_core::{DType, Tensor};
 use tessera_core::{Error, Result};

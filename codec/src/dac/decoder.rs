@@ -92,10 +92,10 @@ impl Decoder {
         let mut x = self
             .conv1
             .forward_fused_at(z, None, None, None, origin_frame)?;
-        let mut scale = origin_frame;
+        let mut origin = origin_frame;
         for (block, &ratio) in self.blocks.iter().zip(&self.ratios) {
-            scale *= ratio;
-            x = block.forward_at(&x, scale)?;
+            origin *= ratio;
+            x = block.forward_at(&x, origin)?;
         }
         self.conv2
             .forward_fused(&x, Some(&self.snake), None, None)?

@@ -191,13 +191,14 @@ impl Conv1d {
         Self::new(weight, bias, cfg)
     }
 
-    /// Run this conv by minimal filtering on the CPU (Winograd F(2, 3) pieces, see
-    /// `conv_winograd`): 10 instead of 14 multiplies per output pair for a 7-tap kernel, with an
-    /// error like the direct sum's (not its bits). For wide layers, where the direct conv is
-    /// bound by the FMA units. Applies to dense (one group), stride-1 convs with several input
-    /// channels and at least 2 taps; any other conv is returned as it is. Pass the window's
+    /// Run this conv by minimal filtering on the CPU (Winograd F(4, 4) + F(4, 3) tiles, see
+    /// `conv_winograd`): 13 instead of 28 multiplies per 4 outputs of a 7-tap kernel, with an
+    /// error somewhat above the direct sum's (and not its bits). For wide layers, where the
+    /// direct conv is bound by the FMA units. The transformed weights (13/7 of the plain ones)
+    /// replace the kernels' plain copy. Applies to dense (one group), stride-1 convs with several
+    /// input channels and at least 2 taps; any other conv is returned as it is. Pass the window's
     /// offset in the signal to [`Self::forward_fused_at`] when processing a long signal window
-    /// by window, and widen the windows' margins by `conv_winograd::reach_extension`.
+    /// by window, and widen the windows' margins by [`super::winograd_reach_extension`].
     pub fn with_winograd(mut self) -> Self {
         let (c_out, cin_g, kernel) = (
             self.out_channels(),
@@ -219,11 +220,6 @@ impl Conv1d {
             }));
         }
         self
-    }
-
-    /// Whether the CPU path computes this conv by minimal filtering.
-    pub fn uses_winograd(&self) -> bool {
-        self.cpu.as_ref().is_some_and(|c| c.winograd.is_some())
     }
 
     pub fn weight(&self) -> &Tensor {

@@ -177,7 +177,7 @@ impl Conv1d {
 
     /// As [`Self::forward_fused`] for a window whose first output sample is sample `origin` of
     /// the whole signal's output. Only a conv set up [`Self::with_winograd`] depends on it: its
-    /// pair grid is anchored there, so windows reproduce the whole-signal pass bit for bit.
+    /// tile grid is anchored there, so windows reproduce the whole-signal pass bit for bit.
     pub fn forward_fused_at(
         &self,
         x: &Tensor,

@@ -514,7 +514,7 @@ mod tests {
         let w = pseudo(c_out * c_in * k, 2);
         let ww = WinogradWeights::new(&w, c_out, c_in, k);
         let whole = conv1d_winograd(&x, &ww, &Fusion::default(), &g, 0);
-        // Outputs further than the reach plus the pair extension from a window's edges depend
+        // Outputs further than the reach plus the tile extension from a window's edges depend
         // only on samples inside the window.
         let margin = dil * (k - 1) / 2 + reach_extension(dil);
         for (s0, s1) in [
@@ -544,7 +544,7 @@ mod tests {
                     differs |= misaligned[row * len + j].to_bits() != b.to_bits();
                 }
             }
-            // The anchor matters: a shifted grid pairs the samples differently.
+            // The anchor matters: a shifted grid groups the samples differently.
             assert!(differs, "window {s0}..{s1}");
         }
     }
