@@ -6,24 +6,33 @@ use std::sync::Arc;
 use candle_core::{D, DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
 
+use tessera_core::nn::{MatRef, matmul_into};
+
 use super::lstm_cpu::{self, PackedRecurrent};
 
 #[derive(Debug, Clone)]
-struct LstmLayer {
-    /// `W_ih^T`, `[dim, 4 * dim]` (gates in torch's order: input, forget, cell, output).
-    w_ih_t: Tensor,
-    /// The recurrent weights in the form the recurrence reads.
-    w_hh: Recurrent,
-    /// `b_ih + b_hh`, `[4 * dim]`.
-    bias: Tensor,
+enum LstmLayer {
+    /// f32 on the CPU: plain slices for the input projection, `lstm_cpu`'s layout for the
+    /// recurrence.
+    Cpu(Arc<CpuLayer>),
+    /// Any other dtype or device, for candle ops.
+    Candle {
+        /// `W_ih^T`, `[dim, 4 * dim]` (gates in torch's order: input, forget, cell, output).
+        w_ih_t: Tensor,
+        /// `W_hh^T`, `[dim, 4 * dim]`.
+        w_hh_t: Tensor,
+        /// `b_ih + b_hh`, `[4 * dim]`.
+        bias: Tensor,
+    },
 }
 
-#[derive(Debug, Clone)]
-enum Recurrent {
-    /// f32 on the CPU: the threaded kernel's layout (`lstm_cpu`).
-    Packed(Arc<PackedRecurrent>),
-    /// Any other dtype or device: `W_hh^T`, `[dim, 4 * dim]`, for candle ops.
-    Transposed(Tensor),
+#[derive(Debug)]
+struct CpuLayer {
+    /// `W_ih`, `[4 * dim, dim]` as torch stores it.
+    w_ih: Vec<f32>,
+    /// `b_ih + b_hh`, `[4 * dim]`.
+    bias: Vec<f32>,
+    w_hh: PackedRecurrent,
 }
 
 #[derive(Debug, Clone)]
@@ -49,17 +58,21 @@ impl Lstm {
                 let w_hh = vb.get((4 * dim, dim), &format!("weight_hh_l{k}"))?;
                 let b_ih = vb.get(4 * dim, &format!("bias_ih_l{k}"))?;
                 let b_hh = vb.get(4 * dim, &format!("bias_hh_l{k}"))?;
-                let w_hh = if w_hh.device().is_cpu() && w_hh.dtype() == DType::F32 {
-                    let flat = w_hh.flatten_all()?.to_vec1::<f32>()?;
-                    Recurrent::Packed(Arc::new(PackedRecurrent::new(&flat, dim)))
+                let bias = (b_ih + b_hh)?;
+                if w_hh.device().is_cpu() && w_hh.dtype() == DType::F32 {
+                    let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+                    Ok(LstmLayer::Cpu(Arc::new(CpuLayer {
+                        w_ih: flat(&w_ih)?,
+                        bias: flat(&bias)?,
+                        w_hh: PackedRecurrent::new(&flat(&w_hh)?, dim),
+                    })))
                 } else {
-                    Recurrent::Transposed(w_hh.t()?.contiguous()?)
-                };
-                Ok(LstmLayer {
-                    w_ih_t: w_ih.t()?.contiguous()?,
-                    w_hh,
-                    bias: (b_ih + b_hh)?,
-                })
+                    Ok(LstmLayer::Candle {
+                        w_ih_t: w_ih.t()?.contiguous()?,
+                        w_hh_t: w_hh.t()?.contiguous()?,
+                        bias,
+                    })
+                }
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Lstm { layers, dim })
@@ -80,7 +93,7 @@ impl Lstm {
     }
 
     fn run(&self, x: &Tensor, state: &mut LstmState) -> candle_core::Result<Tensor> {
-        let (b, c, t) = x.dims3()?;
+        let (b, c, _) = x.dims3()?;
         if c != self.dim {
             candle_core::bail!("lstm expects {} channels, got {c}", self.dim);
         }
@@ -89,34 +102,96 @@ impl Lstm {
             state.h = vec![zeros.clone(); self.layers.len()];
             state.c = vec![zeros; self.layers.len()];
         }
+        let on_cpu = x.device().is_cpu() && x.dtype() == DType::F32;
+        if on_cpu && self.layers.iter().all(|l| matches!(l, LstmLayer::Cpu(_))) {
+            return self.run_cpu(x, state);
+        }
         // [B, T, C] rows, time-major within each item.
         let input = x.transpose(1, 2)?.contiguous()?;
         let mut seq = input.clone();
         for (k, layer) in self.layers.iter().enumerate() {
+            let LstmLayer::Candle {
+                w_ih_t,
+                w_hh_t,
+                bias,
+            } = layer
+            else {
+                candle_core::bail!(
+                    "lstm: weights loaded as f32 on the CPU, input is {:?} on {:?}",
+                    x.dtype(),
+                    x.device()
+                );
+            };
+            let (b, t, _) = seq.dims3()?;
             // The input projection of every step at once, as one matmul.
             let pre = seq
                 .reshape((b * t, self.dim))?
-                .matmul(&layer.w_ih_t)?
-                .broadcast_add(&layer.bias)?
+                .matmul(w_ih_t)?
+                .broadcast_add(bias)?
                 .reshape((b, t, 4 * self.dim))?;
-            let (out, h, cell) = match &layer.w_hh {
-                Recurrent::Packed(w) if pre.device().is_cpu() && pre.dtype() == DType::F32 => {
-                    self.recur_cpu(w, &pre, &state.h[k], &state.c[k])?
-                }
-                Recurrent::Packed(_) => candle_core::bail!(
-                    "lstm: weights loaded as f32 on the CPU, input is {:?} on {:?}",
-                    pre.dtype(),
-                    pre.device()
-                ),
-                Recurrent::Transposed(w_hh_t) => {
-                    self.recur(w_hh_t, &pre, &state.h[k], &state.c[k])?
-                }
-            };
+            let (out, h, cell) = self.recur(w_hh_t, &pre, &state.h[k], &state.c[k])?;
             state.h[k] = h;
             state.c[k] = cell;
             seq = out;
         }
         (seq + input)?.transpose(1, 2)?.contiguous()
+    }
+
+    /// [`Self::run`] on the CPU kernels, in plain buffers: the input projections are gemms on
+    /// strided views (no transposed copies), the recurrence is `lstm_cpu`'s, and the skip
+    /// connection is added while transposing back.
+    fn run_cpu(&self, x: &Tensor, state: &mut LstmState) -> candle_core::Result<Tensor> {
+        let (b, c, t) = x.dims3()?;
+        let d = self.dim;
+        let threads = rayon::current_num_threads();
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        // Hidden states of the last layer run, `[B, T, d]`.
+        let mut seq: Vec<f32> = Vec::new();
+        let mut pre = vec![0f32; b * t * 4 * d];
+        for (k, layer) in self.layers.iter().enumerate() {
+            let LstmLayer::Cpu(layer) = layer else {
+                unreachable!("run_cpu is called with CPU layers only")
+            };
+            for (i, rows) in pre.chunks_exact_mut(t * 4 * d).enumerate() {
+                for row in rows.chunks_exact_mut(4 * d) {
+                    row.copy_from_slice(&layer.bias);
+                }
+                // Item i's input as a [T, d] view: the layer input [C, T] read transposed for
+                // the first layer, the previous layer's [T, d] rows after it.
+                let input = if k == 0 {
+                    MatRef::new(&xs[i * c * t..][..c * t], 1, t)
+                } else {
+                    MatRef::new(&seq[i * t * d..][..t * d], d, 1)
+                };
+                matmul_into(
+                    rows,
+                    4 * d,
+                    t,
+                    4 * d,
+                    d,
+                    input,
+                    MatRef::new(&layer.w_ih, 1, d),
+                    true,
+                    threads,
+                );
+            }
+            let mut h = state.h[k].flatten_all()?.to_vec1::<f32>()?;
+            let mut cell = state.c[k].flatten_all()?.to_vec1::<f32>()?;
+            seq = lstm_cpu::recur(&layer.w_hh, &pre, b, t, &mut h, &mut cell, threads);
+            state.h[k] = Tensor::from_vec(h, (b, d), &Device::Cpu)?;
+            state.c[k] = Tensor::from_vec(cell, (b, d), &Device::Cpu)?;
+        }
+        // lstm(x) + x, back to [B, C, T].
+        let mut y = xs;
+        for (i, out) in seq.chunks_exact(t * d).enumerate() {
+            let yi = &mut y[i * c * t..][..c * t];
+            for (s, row) in out.chunks_exact(d).enumerate() {
+                for (ch, &v) in row.iter().enumerate() {
+                    yi[ch * t + s] += v;
+                }
+            }
+        }
+        Tensor::from_vec(y, (b, c, t), &Device::Cpu)
     }
 
     /// The recurrence with candle ops (any device).
@@ -143,34 +218,5 @@ impl Lstm {
             outs.push(h.clone());
         }
         Ok((Tensor::stack(&outs, 1)?, h, cell))
-    }
-
-    /// The recurrence on the CPU: `lstm_cpu`, on as many threads as the rayon pool has.
-    fn recur_cpu(
-        &self,
-        w_hh: &PackedRecurrent,
-        pre: &Tensor,
-        h0: &Tensor,
-        c0: &Tensor,
-    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-        let (b, t, _) = pre.dims3()?;
-        let d = self.dim;
-        let pre = pre.flatten_all()?.to_vec1::<f32>()?;
-        let mut h = h0.flatten_all()?.to_vec1::<f32>()?;
-        let mut cell = c0.flatten_all()?.to_vec1::<f32>()?;
-        let out = lstm_cpu::recur(
-            w_hh,
-            &pre,
-            b,
-            t,
-            &mut h,
-            &mut cell,
-            rayon::current_num_threads(),
-        );
-        Ok((
-            Tensor::from_vec(out, (b, t, d), &Device::Cpu)?,
-            Tensor::from_vec(h, (b, d), &Device::Cpu)?,
-            Tensor::from_vec(cell, (b, d), &Device::Cpu)?,
-        ))
     }
 }

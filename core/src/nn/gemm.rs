@@ -6,7 +6,7 @@
 
 /// A read-only row-major view: element `(i, j)` is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
-pub(crate) struct MatRef<'a> {
+pub struct MatRef<'a> {
     pub data: &'a [f32],
     pub rs: usize,
     pub cs: usize,
@@ -16,6 +16,27 @@ impl<'a> MatRef<'a> {
     pub fn new(data: &'a [f32], rs: usize, cs: usize) -> Self {
         MatRef { data, rs, cs }
     }
+}
+
+/// `dst = lhs rhs` (`accumulate`: `dst += lhs rhs`), `lhs` `m x k`, `rhs` `k x n`, `dst` rows
+/// `dst_rs` apart, on up to `threads` threads of the rayon pool.
+///
+/// # Panics
+/// When a view reaches beyond its slice.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_into(
+    dst: &mut [f32],
+    dst_rs: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    accumulate: bool,
+    threads: usize,
+) {
+    // SAFETY: `dst` is borrowed mutably for the call; `sgemm_into` checks every view's bounds.
+    unsafe { SharedOut::new(dst).sgemm_into(0, dst_rs, m, n, k, lhs, rhs, accumulate, threads) }
 }
 
 /// Number of elements a `rows x cols` view with strides `rs`, `cs` reaches.

@@ -23,6 +23,7 @@ pub(crate) use conv_ops::with_data;
 pub use conv_ops::{InputActivation, residual_depthwise_separable};
 pub use conv_winograd::reach_extension as winograd_reach_extension;
 pub use elu::{elu_f32, elu_in_place};
+pub use gemm::{MatRef, matmul_into};
 pub use residual_unit::EluResidualUnit;
 pub use rng::NormalRng;
 pub use snake::Snake1d;
