@@ -125,6 +125,12 @@ impl SConv1d {
             cfg,
             shape.bias,
         )?;
+        // Downsampling convs (kernel up to two strides) by minimal filtering over frames.
+        let conv = if shape.stride > 1 {
+            conv.with_winograd()
+        } else {
+            conv
+        };
         let norm = match padding.norm {
             ConvNorm::None => None,
             ConvNorm::TimeGroupNorm => Some(GroupNorm1::load(vb.pp("norm"), shape.c_out)?),
@@ -454,14 +460,17 @@ impl SConvTranspose1d {
                 groups: shape.groups,
                 ..Default::default()
             };
-            TrKernel::Dense(ConvTranspose1d::load(
-                vb.pp("conv"),
-                shape.c_in,
-                shape.c_out,
-                shape.kernel,
-                cfg,
-                shape.bias,
-            )?)
+            TrKernel::Dense(
+                ConvTranspose1d::load(
+                    vb.pp("conv"),
+                    shape.c_in,
+                    shape.c_out,
+                    shape.kernel,
+                    cfg,
+                    shape.bias,
+                )?
+                .with_winograd(),
+            )
         };
         let norm = match padding.norm {
             ConvNorm::None => None,

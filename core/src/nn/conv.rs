@@ -13,7 +13,9 @@ use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
 use super::conv_cpu::{ConvGeom, ConvTrGeom};
+use super::conv_polyphase_winograd::{StridedWinograd, TransposedWinograd};
 use super::conv_winograd::{self, WinogradWeights};
+use super::{conv_direct, conv_tr_direct};
 
 /// Hyper-parameters of a conv layer, as torch's `nn.Conv1d` takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +88,10 @@ pub fn causal_padding(len: usize, kernel: usize, stride: usize, dilation: usize)
     (total, ideal.saturating_sub(len))
 }
 
+/// Strided convs with fewer output channels keep the direct kernels: their gemms are too
+/// narrow for minimal filtering to gain (measured on EnCodec's 32 -> 64 channel layer).
+const STRIDED_WINOGRAD_MIN_OUT_CHANNELS: usize = 128;
+
 /// Weights copied out once for the CPU kernels (so a forward pass never touches tensors).
 pub(super) struct CpuWeights {
     /// `[c_out, c_in / groups, kernel]`; empty for a conv that runs by minimal filtering, which
@@ -93,6 +99,10 @@ pub(super) struct CpuWeights {
     pub w: Vec<f32>,
     pub bias: Option<Vec<f32>>,
     pub winograd: Option<WinogradWeights>,
+    /// A strided conv's weights for minimal filtering over frames.
+    pub strided: Option<StridedWinograd>,
+    /// A transposed conv's weights for minimal filtering over frames.
+    pub transposed: Option<TransposedWinograd>,
 }
 
 impl CpuWeights {
@@ -110,6 +120,8 @@ fn cpu_weights(w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Option<
         w: w.flatten_all()?.to_vec1()?,
         bias: bias.map(|b| b.to_vec1()).transpose()?,
         winograd: None,
+        strided: None,
+        transposed: None,
     })))
 }
 
@@ -191,34 +203,57 @@ impl Conv1d {
         Self::new(weight, bias, cfg)
     }
 
-    /// Run this conv by minimal filtering on the CPU (Winograd F(4, 4) + F(4, 3) tiles, see
-    /// `conv_winograd`): 13 instead of 28 multiplies per 4 outputs of a 7-tap kernel, with an
-    /// error somewhat above the direct sum's (and not its bits). For wide layers, where the
-    /// direct conv is bound by the FMA units. The transformed weights (13/7 of the plain ones)
-    /// replace the kernels' plain copy. Applies to dense (one group), stride-1 convs with several
-    /// input channels and at least 2 taps; any other conv is returned as it is. Pass the window's
-    /// offset in the signal to [`Self::forward_fused_at`] when processing a long signal window
-    /// by window, and widen the windows' margins by [`super::winograd_reach_extension`].
+    /// Run this conv by minimal filtering on the CPU, with an error somewhat above the direct
+    /// sum's (and not its bits), for layers where the direct conv is bound by the FMA units.
+    /// The transformed weights replace the kernels' plain copy. Any conv that fits neither form
+    /// below is returned as it is.
+    ///
+    /// - Dense (one group), stride-1 convs with several input channels and at least 2 taps:
+    ///   Winograd F(4, 4) + F(4, 3) tiles (`conv_winograd`), 13 instead of 28 multiplies per 4
+    ///   outputs of a 7-tap kernel; the transformed weights are 13/7 of the plain ones.
+    /// - Dense strided convs whose kernel spans at most two strides (`s < k <= 2 s`, no
+    ///   dilation), SEANet's downsampling: F(3, 2) over frames of `s` samples
+    ///   (`conv_polyphase_winograd`), 4 instead of 6 multiplies per 3 outputs; the transformed
+    ///   weights are `4 s / k` times the plain ones.
+    ///
+    /// Pass the window's offset in the signal to [`Self::forward_fused_at`] when processing a
+    /// long signal window by window, and widen the windows' margins by
+    /// [`super::winograd_reach_extension`] (stride-1 convs; a strided conv's tiles of 3 outputs
+    /// read up to 2 output frames further).
     pub fn with_winograd(mut self) -> Self {
         let (c_out, cin_g, kernel) = (
             self.out_channels(),
             self.weight.dims()[1],
             self.kernel_size(),
         );
-        let eligible = self.cfg.groups == 1
-            && self.cfg.stride == 1
+        let cfg = self.cfg;
+        let Some(cpu) = &self.cpu else {
+            return self;
+        };
+        let Some(w) = cpu.plain() else {
+            return self;
+        };
+        let (winograd, strided) = if cfg.groups == 1
+            && cfg.stride == 1
             && cin_g > 1
-            && conv_winograd::supported_kernel(kernel);
-        if let (true, Some(cpu)) = (eligible, &self.cpu)
-            && let Some(w) = cpu.plain()
+            && conv_winograd::supported_kernel(kernel)
         {
-            let ww = WinogradWeights::new(w, c_out, cin_g, kernel);
-            self.cpu = Some(Arc::new(CpuWeights {
-                w: Vec::new(),
-                bias: cpu.bias.clone(),
-                winograd: Some(ww),
-            }));
-        }
+            (Some(WinogradWeights::new(w, c_out, cin_g, kernel)), None)
+        } else if StridedWinograd::fits(kernel, cfg.stride, cfg.dilation, cfg.groups)
+            && c_out >= STRIDED_WINOGRAD_MIN_OUT_CHANNELS
+        {
+            let sw = StridedWinograd::new(w, c_out, cin_g, kernel, cfg.stride);
+            (None, Some(sw))
+        } else {
+            return self;
+        };
+        self.cpu = Some(Arc::new(CpuWeights {
+            w: Vec::new(),
+            bias: cpu.bias.clone(),
+            winograd,
+            strided,
+            transposed: None,
+        }));
         self
     }
 
@@ -356,6 +391,36 @@ impl ConvTranspose1d {
             None
         };
         Self::new(weight, bias, cfg)
+    }
+
+    /// Run this transposed conv by minimal filtering on the CPU where its kernel spans at most
+    /// two strides (`s < k <= 2 s`, one group, no dilation), as upsampling layers do: F(3, 2)
+    /// over frames of `s` output samples (`conv_polyphase_winograd`), 4 instead of 6 multiplies
+    /// per 3 frames, with an error somewhat above the direct sum's. The transformed weights
+    /// (`4 s / k` times the plain ones) replace the kernels' plain copy. Any other transposed
+    /// conv is returned as it is.
+    pub fn with_winograd(mut self) -> Self {
+        let cfg = self.cfg;
+        let (c_in, c_out, kernel) = (self.in_channels(), self.out_channels(), self.kernel_size());
+        // Up to 64 output channels the direct polyphase kernel (`conv_tr_direct`) is faster.
+        let direct = c_out <= conv_tr_direct::MAX_OUT_CHANNELS && conv_direct::available();
+        if cfg.groups != 1 || direct || !TransposedWinograd::fits(kernel, cfg.stride, cfg.dilation)
+        {
+            return self;
+        }
+        if let Some(cpu) = &self.cpu
+            && let Some(w) = cpu.plain()
+        {
+            let tw = TransposedWinograd::new(w, c_in, c_out, kernel, cfg.stride);
+            self.cpu = Some(Arc::new(CpuWeights {
+                w: Vec::new(),
+                bias: cpu.bias.clone(),
+                winograd: None,
+                strided: None,
+                transposed: Some(tw),
+            }));
+        }
+        self
     }
 
     pub fn weight(&self) -> &Tensor {

@@ -39,7 +39,7 @@ pub(crate) enum PreAct<'a> {
 }
 
 impl PreAct<'_> {
-    fn apply(&self, x: &mut [f32], ch: usize) {
+    pub(crate) fn apply(&self, x: &mut [f32], ch: usize) {
         match self {
             PreAct::Snake(p) => snake_in_place(x, p.alpha[ch], p.inv[ch]),
             PreAct::Elu => elu_in_place(x),

@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Layout, Module, Storage, Tensor};
 use super::Snake1d;
 use super::conv::{Conv1d, ConvTranspose1d, CpuWeights, EdgeMode};
 use super::conv_cpu::{self, ConvGeom, Fusion, PreAct};
+use super::conv_polyphase_winograd;
 use super::conv_tr_direct;
 use super::conv_winograd;
 use super::snake_cpu::SnakeParams;
@@ -107,6 +108,13 @@ fn dense_conv(
     geom: &ConvGeom,
     origin: usize,
 ) -> Option<Vec<f32>> {
+    if let Some(sw) = &cpu.strided {
+        let fits =
+            sw.applies(geom) && f.residual.is_none() && f.in_scale.is_none() && f.post.is_none();
+        return fits.then(|| {
+            conv_polyphase_winograd::conv1d_strided_winograd(xs, sw, f.bias, f.pre, geom, origin)
+        });
+    }
     match (&cpu.winograd, cpu.plain()) {
         (Some(ww), _) if conv_winograd::applies(geom, f) => {
             Some(conv_winograd::conv1d_winograd(xs, ww, f, geom, origin))
@@ -464,7 +472,11 @@ impl ConvTranspose1d {
             let x = x.contiguous()?;
             let out = with_data(&x, |xs| {
                 let bias = cpu.bias.as_deref();
-                if conv_tr_direct::applies(&geom) {
+                if let Some(tw) = &cpu.transposed {
+                    conv_polyphase_winograd::conv_transpose1d_winograd(
+                        xs, tw, bias, pre_act, &geom, 0,
+                    )
+                } else if conv_tr_direct::applies(&geom) {
                     conv_tr_direct::conv_transpose1d_polyphase(xs, &cpu.w, bias, pre_act, &geom)
                 } else {
                     conv_cpu::conv_transpose1d_gemm(xs, &cpu.w, bias, pre_act, &geom)

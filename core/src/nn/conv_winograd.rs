@@ -161,10 +161,10 @@ fn invert(m: &[Vec<f64>]) -> Vec<Vec<f64>> {
 #[derive(Debug)]
 pub(crate) struct WinogradWeights {
     /// Outputs per tile.
-    m: usize,
+    pub(crate) m: usize,
     pieces: Vec<Piece>,
-    c_in: usize,
-    c_out: usize,
+    pub(crate) c_in: usize,
+    pub(crate) c_out: usize,
     /// `[component][c_out][c_in]`, components of all pieces in order.
     u: Vec<f32>,
 }
@@ -208,7 +208,7 @@ impl WinogradWeights {
         }
     }
 
-    fn components(&self) -> usize {
+    pub(crate) fn components(&self) -> usize {
         self.pieces.iter().map(Piece::components).sum()
     }
 }
@@ -279,65 +279,17 @@ pub(crate) fn conv1d_winograd(
         {
             split_parts(row, dst, m, d);
         }
-        // Running sums of each output of the tiles, [m][c_out][tiles].
-        let acc = &mut scratch.d;
-        acc.clear();
-        acc.resize(m * c_out * tiles, 0.0);
-        // One component at a time: V = B^T x [c_in][tiles], M = U V [c_out][tiles], then M
-        // into the sums by A^T.
-        let vm = &mut scratch.a;
-        vm.clear();
-        vm.resize((c_in + c_out) * tiles, 0.0);
-        let (v, mm) = vm.split_at_mut(c_in * tiles);
-        let mut comp = 0;
-        for (pi, piece) in ww.pieces.iter().enumerate() {
-            for (i, terms) in piece.bt.iter().enumerate() {
-                for (c, dst) in v.chunks_exact_mut(tiles).enumerate() {
-                    let tap = |j: usize| {
-                        let t = piece.first_tap + j;
-                        &parts[(m * c + t % m) * part_len + (t / m) * d..][..tiles]
-                    };
-                    let (j0, w0) = terms[0];
-                    for (o, &s) in dst.iter_mut().zip(tap(j0)) {
-                        *o = w0 * s;
-                    }
-                    for &(j, w) in &terms[1..] {
-                        for (o, &s) in dst.iter_mut().zip(tap(j)) {
-                            *o += w * s;
-                        }
-                    }
-                }
-                let lhs = MatRef::new(&ww.u[comp * c_out * c_in..][..c_out * c_in], c_in, 1);
-                let m_out = SharedOut::new(mm);
-                // SAFETY: `mm` is this job's own buffer, disjoint from `v` and `lhs`.
-                unsafe {
-                    m_out.sgemm_into(
-                        0,
-                        tiles,
-                        c_out,
-                        tiles,
-                        c_in,
-                        lhs,
-                        MatRef::new(v, tiles, 1),
-                        false,
-                        threads,
-                    )
-                };
-                for (a, sums) in acc.chunks_exact_mut(c_out * tiles).enumerate() {
-                    let w = piece.at[a].iter().find(|&&(k, _)| k == i).map(|&(_, w)| w);
-                    // Every output's first term is in the first piece's first components.
-                    let first = pi == 0 && !piece.at[a].iter().any(|&(k, _)| k < i);
-                    match (w, first) {
-                        (Some(w), true) => sums.iter_mut().zip(&*mm).for_each(|(s, &v)| *s = w * v),
-                        (Some(w), false) => {
-                            sums.iter_mut().zip(&*mm).for_each(|(s, &v)| *s += w * v)
-                        }
-                        (None, _) => {}
-                    }
-                }
-                comp += 1;
-            }
-        }
+        tile_sums(
+            ww,
+            parts,
+            part_len,
+            tiles,
+            d,
+            &mut scratch.a,
+            &mut scratch.d,
+            threads,
+        );
+        let acc = &scratch.d;
         // Outputs of this job: local lo..hi.
         let lo = base.max(0) as usize;
         let hi = ((base + (blk * nb) as isize).max(0) as usize).min(l_out);
@@ -368,9 +320,81 @@ pub(crate) fn conv1d_winograd(
     out
 }
 
+/// The sums of every output of `tiles` tiles, `acc` `[m][c_out][tiles]`, from their inputs split
+/// into parts (`parts`: `[c_in][m][part_len]`, as [`split_parts`] leaves them, dilation `d`).
+/// `vm` is working space.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn tile_sums(
+    ww: &WinogradWeights,
+    parts: &[f32],
+    part_len: usize,
+    tiles: usize,
+    d: usize,
+    vm: &mut Vec<f32>,
+    acc: &mut Vec<f32>,
+    threads: usize,
+) {
+    let (c_in, c_out, m) = (ww.c_in, ww.c_out, ww.m);
+    // Running sums of each output of the tiles, [m][c_out][tiles].
+    acc.clear();
+    acc.resize(m * c_out * tiles, 0.0);
+    // One component at a time: V = B^T x [c_in][tiles], M = U V [c_out][tiles], then M
+    // into the sums by A^T.
+    vm.clear();
+    vm.resize((c_in + c_out) * tiles, 0.0);
+    let (v, mm) = vm.split_at_mut(c_in * tiles);
+    let mut comp = 0;
+    for (pi, piece) in ww.pieces.iter().enumerate() {
+        for (i, terms) in piece.bt.iter().enumerate() {
+            for (c, dst) in v.chunks_exact_mut(tiles).enumerate() {
+                let tap = |j: usize| {
+                    let t = piece.first_tap + j;
+                    &parts[(m * c + t % m) * part_len + (t / m) * d..][..tiles]
+                };
+                let (j0, w0) = terms[0];
+                for (o, &s) in dst.iter_mut().zip(tap(j0)) {
+                    *o = w0 * s;
+                }
+                for &(j, w) in &terms[1..] {
+                    for (o, &s) in dst.iter_mut().zip(tap(j)) {
+                        *o += w * s;
+                    }
+                }
+            }
+            let lhs = MatRef::new(&ww.u[comp * c_out * c_in..][..c_out * c_in], c_in, 1);
+            let m_out = SharedOut::new(mm);
+            // SAFETY: `mm` is this job's own buffer, disjoint from `v` and `lhs`.
+            unsafe {
+                m_out.sgemm_into(
+                    0,
+                    tiles,
+                    c_out,
+                    tiles,
+                    c_in,
+                    lhs,
+                    MatRef::new(v, tiles, 1),
+                    false,
+                    threads,
+                )
+            };
+            for (a, sums) in acc.chunks_exact_mut(c_out * tiles).enumerate() {
+                let w = piece.at[a].iter().find(|&&(k, _)| k == i).map(|&(_, w)| w);
+                // Every output's first term is in the first piece's first components.
+                let first = pi == 0 && !piece.at[a].iter().any(|&(k, _)| k < i);
+                match (w, first) {
+                    (Some(w), true) => sums.iter_mut().zip(&*mm).for_each(|(s, &v)| *s = w * v),
+                    (Some(w), false) => sums.iter_mut().zip(&*mm).for_each(|(s, &v)| *s += w * v),
+                    (None, _) => {}
+                }
+            }
+            comp += 1;
+        }
+    }
+}
+
 /// Split a row of whole blocks of `m d` samples into `m` parts: part `a` (of `parts`, each
 /// `row.len() / m` long) takes samples `a d .. (a + 1) d` of every block.
-fn split_parts(row: &[f32], parts: &mut [f32], m: usize, d: usize) {
+pub(crate) fn split_parts(row: &[f32], parts: &mut [f32], m: usize, d: usize) {
     let part_len = row.len() / m;
     if d == 1 {
         for (q, block) in row.chunks_exact(m).enumerate() {

@@ -5,6 +5,7 @@ mod conv;
 mod conv_cpu;
 mod conv_direct;
 mod conv_ops;
+mod conv_polyphase_winograd;
 mod conv_tr_direct;
 mod conv_winograd;
 mod elu;

@@ -1,0 +1,481 @@
+//! Strided convs and transposed convs whose kernel spans at most two strides, by minimal
+//! filtering over frames of `stride` samples.
+//!
+//! The downsampling convs of SEANet encoders (kernel `2 s`, stride `s`) and the upsampling
+//! transposed convs of their decoders already run near the FMA peak, so only fewer multiplies
+//! make them faster. Cut the signal into frames of `s` samples:
+//! - a strided conv's output `t` reads frames `t` and `t + 1` of its padded input: it is a
+//!   2-tap stride-1 conv over frames whose channels are the `s` phases of every input channel;
+//! - a transposed conv's output frame `m` (samples `m s .. m s + s` before trimming) reads input
+//!   frames `m - 1` and `m`: a 2-tap stride-1 conv whose output channels are the `s` phases of
+//!   every output channel.
+//!
+//! Either runs as Toom-Cook F(m, 2) over frames (`conv_winograd`'s tile sums): [`PLAN`] is
+//! F(3, 2), 4 products per 3 output frames instead of 6, with transforms that only add,
+//! subtract and halve. F(4, 2) saves a little more (5 per 4) but evaluates at 2, whose
+//! rounding the encoders' codes would carry.
+//!
+//! Tiles of output frames sit on a grid anchored at absolute frame positions (`origin`), as in
+//! `conv_winograd`: a tile's values depend only on its own frames, so whole-signal passes are
+//! reproducible whatever the caller's windows are, where those windows hold whole tiles.
+
+use super::conv::EdgeMode;
+use super::conv_cpu::{ConvGeom, ConvTrGeom, PreAct, fill_span, run_jobs};
+use super::conv_winograd::{Plan, WinogradWeights, split_parts, tile_sums};
+use super::gemm::SharedOut;
+
+/// F(3, 2): tiles of 3 output frames.
+const PLAN: Plan = Plan {
+    outputs: 3,
+    piece_taps: 2,
+};
+
+/// Input rows times tiles that one job's transformed input may hold (floats): 256 KiB, in L2.
+const JOB_FLOATS: usize = 1 << 16;
+
+/// Tiles per job for `rows` input rows: within [`JOB_FLOATS`], at least 8 (gemm columns).
+fn tiles_per_job(rows: usize) -> usize {
+    (JOB_FLOATS / rows.max(1)).clamp(8, 256)
+}
+
+/// A strided conv's weights as a 2-tap conv over frames: `[c_out, s c_in, 2]`, input row
+/// `c s + j` being phase `j` of channel `c`, tap `q` kernel tap `q s + j` (zero past the kernel).
+#[derive(Debug)]
+pub(crate) struct StridedWinograd {
+    ww: WinogradWeights,
+    stride: usize,
+}
+
+impl StridedWinograd {
+    /// Whether a conv of this shape fits: one group, no dilation, `s < kernel <= 2 s`.
+    pub fn fits(kernel: usize, stride: usize, dilation: usize, groups: usize) -> bool {
+        groups == 1 && dilation == 1 && stride >= 2 && kernel > stride && kernel <= 2 * stride
+    }
+
+    /// From `w` `[c_out, c_in, kernel]`.
+    pub fn new(w: &[f32], c_out: usize, c_in: usize, kernel: usize, stride: usize) -> Self {
+        debug_assert!(Self::fits(kernel, stride, 1, 1));
+        let s = stride;
+        let mut framed = vec![0f32; c_out * s * c_in * 2];
+        for oc in 0..c_out {
+            for c in 0..c_in {
+                for t in 0..kernel {
+                    let (q, j) = (t / s, t % s);
+                    framed[((oc * c_in + c) * s + j) * 2 + q] = w[(oc * c_in + c) * kernel + t];
+                }
+            }
+        }
+        StridedWinograd {
+            ww: WinogradWeights::with_plan(&framed, c_out, s * c_in, 2, PLAN),
+            stride,
+        }
+    }
+
+    /// Whether a call fits these weights.
+    pub fn applies(&self, g: &ConvGeom) -> bool {
+        Self::fits(g.kernel, g.stride, g.dilation, g.groups)
+            && g.stride == self.stride
+            && self.ww.c_in == g.stride * g.c_in
+    }
+}
+
+/// `conv(pre(pad(x))) + bias` with stride `s` and kernel at most `2 s`; output sample `j` is
+/// frame `origin + j` of the signal's tile grid.
+pub(crate) fn conv1d_strided_winograd(
+    x: &[f32],
+    sw: &StridedWinograd,
+    bias: Option<&[f32]>,
+    pre: Option<PreAct>,
+    g: &ConvGeom,
+    origin: usize,
+) -> Vec<f32> {
+    debug_assert!(sw.applies(g));
+    let l_out = g.l_out().expect("checked by the caller");
+    let (s, c_in, c_out) = (g.stride, g.c_in, g.c_out);
+    let ww = &sw.ww;
+    let m = ww.m;
+    let rows = s * c_in;
+    let per_job = tiles_per_job(rows);
+    let p_first = origin / m;
+    let p_end = (origin + l_out).div_ceil(m);
+    let jobs_per_batch = (p_end - p_first).div_ceil(per_job);
+    let mut out = vec![0f32; g.batch * c_out * l_out];
+    let shared = SharedOut::new(&mut out);
+    let work = ww.components() * c_out * rows * per_job;
+    run_jobs(g.batch * jobs_per_batch, work, |job, scratch, threads| {
+        let b = job / jobs_per_batch;
+        let p0 = p_first + (job % jobs_per_batch) * per_job;
+        let tiles = per_job.min(p_end - p0);
+        // Local index of the job's first output frame (negative when the grid starts earlier).
+        let base = (p0 * m) as isize - origin as isize;
+        // Frames base .. base + m (tiles + 1): the tiles' own and the one after.
+        let frames = m * (tiles + 1);
+        let xb = &x[b * c_in * g.l_in..][..c_in * g.l_in];
+        let part_len = tiles + 1;
+        // Input sample of the job's first frame, and the parts: [c s + j][m][tiles + 1], part
+        // `a` of row `c s + j` holding phase `j` of frames a, m + a, 2 m + a, ...
+        let first = base * s as isize - g.padding as isize;
+        let parts = &mut scratch.b;
+        parts.clear();
+        parts.resize(rows * frames, 0.0);
+        if first >= 0 && first as usize + s * frames <= g.l_in {
+            // Inside the signal: gather straight from it.
+            let first = first as usize;
+            for (c, rows_c) in parts.chunks_exact_mut(s * frames).enumerate() {
+                let src = &xb[c * g.l_in + first..][..s * frames];
+                for (f, samples) in src.chunks_exact(s).enumerate() {
+                    let at = (f % m) * part_len + f / m;
+                    for (j, &v) in samples.iter().enumerate() {
+                        rows_c[j * frames + at] = v;
+                    }
+                }
+                if let Some(p) = pre {
+                    p.apply(rows_c, c);
+                }
+            }
+        } else {
+            // At the edges: padded and activated by fill_span, then regrouped.
+            fill_span(
+                &mut scratch.c,
+                xb,
+                g.l_in,
+                c_in,
+                0,
+                (first, s * frames),
+                g.edge,
+                pre,
+                None,
+            );
+            for (row, rows_c) in scratch
+                .c
+                .chunks_exact(s * frames)
+                .zip(parts.chunks_exact_mut(s * frames))
+            {
+                for (f, samples) in row.chunks_exact(s).enumerate() {
+                    let at = (f % m) * part_len + f / m;
+                    for (j, &v) in samples.iter().enumerate() {
+                        rows_c[j * frames + at] = v;
+                    }
+                }
+            }
+        }
+        tile_sums(
+            ww,
+            parts,
+            part_len,
+            tiles,
+            1,
+            &mut scratch.a,
+            &mut scratch.d,
+            threads,
+        );
+        let acc = &scratch.d;
+        let lo = base.max(0) as usize;
+        let hi = ((base + (m * tiles) as isize).max(0) as usize).min(l_out);
+        if hi <= lo {
+            return;
+        }
+        let skip = (lo as isize - base) as usize;
+        for oc in 0..c_out {
+            // SAFETY: job (b, tiles) alone writes outputs lo..hi of batch b's rows.
+            let row = unsafe { shared.row((b * c_out + oc) * l_out + lo, hi - lo) };
+            let bias = bias.map_or(0.0, |bs| bs[oc]);
+            let (mut q, mut a) = (skip / m, skip % m);
+            for y in row.iter_mut() {
+                *y = bias + acc[(a * c_out + oc) * tiles + q];
+                a += 1;
+                if a == m {
+                    (q, a) = (q + 1, 0);
+                }
+            }
+        }
+    });
+    out
+}
+
+/// A transposed conv's weights as a 2-tap conv over frames: `[c_out s, c_in, 2]`, output row
+/// `oc s + r` being phase `r` of channel `oc`; tap 0 reads the frame before (kernel tap
+/// `r + s`), tap 1 the frame itself (kernel tap `r`).
+#[derive(Debug)]
+pub(crate) struct TransposedWinograd {
+    ww: WinogradWeights,
+    stride: usize,
+}
+
+impl TransposedWinograd {
+    /// Whether a transposed conv of this shape fits: no dilation, `s < kernel <= 2 s`.
+    pub fn fits(kernel: usize, stride: usize, dilation: usize) -> bool {
+        dilation == 1 && stride >= 2 && kernel > stride && kernel <= 2 * stride
+    }
+
+    /// From `w` in torch's `[c_in, c_out, kernel]` layout.
+    pub fn new(w: &[f32], c_in: usize, c_out: usize, kernel: usize, stride: usize) -> Self {
+        debug_assert!(Self::fits(kernel, stride, 1));
+        let s = stride;
+        let mut framed = vec![0f32; c_out * s * c_in * 2];
+        for oc in 0..c_out {
+            for r in 0..s {
+                for c in 0..c_in {
+                    let dst = &mut framed[((oc * s + r) * c_in + c) * 2..][..2];
+                    let tap = |t: usize| {
+                        if t < kernel {
+                            w[(c * c_out + oc) * kernel + t]
+                        } else {
+                            0.0
+                        }
+                    };
+                    dst[0] = tap(r + s);
+                    dst[1] = tap(r);
+                }
+            }
+        }
+        TransposedWinograd {
+            ww: WinogradWeights::with_plan(&framed, c_out * s, c_in, 2, PLAN),
+            stride,
+        }
+    }
+
+    pub fn applies(&self, g: &ConvTrGeom) -> bool {
+        Self::fits(g.kernel, g.stride, g.dilation)
+            && g.stride == self.stride
+            && self.ww.c_in == g.c_in
+            && self.ww.c_out == g.c_out * g.stride
+    }
+}
+
+/// `conv_transpose1d(pre(x)) + bias`, trimmed by the padding; untrimmed output frame `m` is
+/// frame `origin + m` of the signal's tile grid.
+pub(crate) fn conv_transpose1d_winograd(
+    x: &[f32],
+    tw: &TransposedWinograd,
+    bias: Option<&[f32]>,
+    pre: Option<PreAct>,
+    g: &ConvTrGeom,
+    origin: usize,
+) -> Vec<f32> {
+    debug_assert!(tw.applies(g));
+    let l_out = g.l_out().expect("checked by the caller");
+    let (s, p, c_in, c_out) = (g.stride, g.padding, g.c_in, g.c_out);
+    let ww = &tw.ww;
+    let m = ww.m;
+    let per_job = tiles_per_job(c_in);
+    // Untrimmed frames whose samples reach the trimmed output 0..l_out.
+    let f_first = p / s;
+    let f_end = (p + l_out).div_ceil(s);
+    let p_first = (origin + f_first) / m;
+    let p_end = (origin + f_end).div_ceil(m);
+    let jobs_per_batch = (p_end - p_first).div_ceil(per_job);
+    let mut out = vec![0f32; g.batch * c_out * l_out];
+    let shared = SharedOut::new(&mut out);
+    let work = ww.components() * c_out * s * c_in * per_job;
+    run_jobs(g.batch * jobs_per_batch, work, |job, scratch, threads| {
+        let b = job / jobs_per_batch;
+        let p0 = p_first + (job % jobs_per_batch) * per_job;
+        let tiles = per_job.min(p_end - p0);
+        // Local untrimmed frame of the job's first output frame.
+        let base = (p0 * m) as isize - origin as isize;
+        // Input frames base - 1 .. base - 1 + m (tiles + 1), zero outside the signal.
+        let frames = m * (tiles + 1);
+        let xb = &x[b * c_in * g.l_in..][..c_in * g.l_in];
+        fill_span(
+            &mut scratch.c,
+            xb,
+            g.l_in,
+            c_in,
+            0,
+            (base - 1, frames),
+            EdgeMode::Zeros,
+            pre,
+            None,
+        );
+        let parts = &mut scratch.b;
+        parts.clear();
+        parts.resize(c_in * frames, 0.0);
+        for (src, dst) in scratch
+            .c
+            .chunks_exact(frames)
+            .zip(parts.chunks_exact_mut(frames))
+        {
+            split_parts(src, dst, m, 1);
+        }
+        tile_sums(
+            ww,
+            parts,
+            tiles + 1,
+            tiles,
+            1,
+            &mut scratch.a,
+            &mut scratch.d,
+            threads,
+        );
+        let acc = &scratch.d;
+        let rows = c_out * s;
+        // Trimmed samples of this job's frames: untrimmed u = (base + f) s + r, trimmed u - p.
+        let u_lo = (base * s as isize - p as isize).max(0) as usize;
+        let u_hi =
+            (((base + (m * tiles) as isize) * s as isize - p as isize).max(0) as usize).min(l_out);
+        if u_hi <= u_lo {
+            return;
+        }
+        for oc in 0..c_out {
+            // SAFETY: job (b, tiles) alone writes the samples of its frames in batch b's rows.
+            let row = unsafe { shared.row((b * c_out + oc) * l_out + u_lo, u_hi - u_lo) };
+            let bias = bias.map_or(0.0, |bs| bs[oc]);
+            // Offset of the first sample in the job's untrimmed samples: frame f, phase r.
+            let v = ((u_lo + p) as isize - base * s as isize) as usize;
+            let (f, mut r) = (v / s, v % s);
+            let (mut q, mut a) = (f / m, f % m);
+            for y in row.iter_mut() {
+                *y = bias + acc[(a * rows + oc * s + r) * tiles + q];
+                r += 1;
+                if r == s {
+                    r = 0;
+                    a += 1;
+                    if a == m {
+                        (q, a) = (q + 1, 0);
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conv_cpu::tests::{naive_conv, pseudo};
+    use super::*;
+
+    /// The transposed conv by its definition, untrimmed then trimmed.
+    fn naive_conv_tr(x: &[f32], w: &[f32], bias: &[f32], g: &ConvTrGeom) -> Vec<f32> {
+        let l_out = g.l_out().unwrap();
+        let mut out = vec![0f32; g.batch * g.c_out * l_out];
+        for b in 0..g.batch {
+            for oc in 0..g.c_out {
+                for u in 0..l_out {
+                    let full = u + g.padding;
+                    let mut acc = f64::from(bias[oc]);
+                    for c in 0..g.c_in {
+                        for t in 0..g.kernel {
+                            if full >= t && (full - t).is_multiple_of(g.stride) {
+                                let i = (full - t) / g.stride;
+                                if i < g.l_in {
+                                    acc += f64::from(w[(c * g.c_out + oc) * g.kernel + t])
+                                        * f64::from(x[(b * g.c_in + c) * g.l_in + i]);
+                                }
+                            }
+                        }
+                    }
+                    out[(b * g.c_out + oc) * l_out + u] = acc as f32;
+                }
+            }
+        }
+        out
+    }
+
+    fn close(got: &[f32], want: &[f32], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (j, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+                "{what} at {j}: {a} vs {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn strided_matches_the_definition() {
+        // (c_in, c_out, kernel, stride, l_in, (left, right) padding, edge, origin)
+        let cases = [
+            (3, 5, 8, 4, 301, (4, 3), EdgeMode::Zeros, 0),
+            (2, 7, 10, 5, 97, (5, 3), EdgeMode::Reflect, 0),
+            (4, 3, 4, 2, 50, (2, 0), EdgeMode::Reflect, 7),
+            (5, 300, 16, 8, 120, (8, 0), EdgeMode::Zeros, 2),
+            (3, 4, 5, 3, 40, (0, 2), EdgeMode::Zeros, 1),
+            (2, 2, 12, 6, 12, (6, 0), EdgeMode::Zeros, 0),
+        ];
+        for (i, &(c_in, c_out, k, s, l_in, (left, right), edge, origin)) in cases.iter().enumerate()
+        {
+            let g = ConvGeom {
+                batch: 2,
+                c_in,
+                l_in,
+                c_out,
+                kernel: k,
+                padding: left,
+                pad_right: right,
+                edge,
+                stride: s,
+                dilation: 1,
+                groups: 1,
+            };
+            let x = pseudo(2 * c_in * l_in, i as u32);
+            let w = pseudo(c_out * c_in * k, 100 + i as u32);
+            let bias = pseudo(c_out, 200 + i as u32);
+            // The definition on an explicitly padded copy.
+            let padded_len = l_in + left + right;
+            let mut xp = Vec::new();
+            for row in x.chunks_exact(l_in) {
+                let mut span = Vec::new();
+                fill_span(
+                    &mut span,
+                    row,
+                    l_in,
+                    1,
+                    0,
+                    (-(left as isize), padded_len),
+                    edge,
+                    None,
+                    None,
+                );
+                xp.extend(span);
+            }
+            let gp = ConvGeom {
+                l_in: padded_len,
+                padding: 0,
+                pad_right: 0,
+                edge: EdgeMode::Zeros,
+                ..g
+            };
+            let want = naive_conv(&xp, &w, Some(&bias), &gp);
+            let sw = StridedWinograd::new(&w, c_out, c_in, k, s);
+            assert!(sw.applies(&g));
+            let got = conv1d_strided_winograd(&x, &sw, Some(&bias), None, &g, origin);
+            close(&got, &want, &format!("case {i}"));
+        }
+    }
+
+    #[test]
+    fn transposed_matches_the_definition() {
+        // (c_in, c_out, kernel, stride, l_in, padding, output_padding, origin)
+        let cases = [
+            (3, 5, 8, 4, 31, 0, 0, 0),
+            (2, 7, 10, 5, 17, 2, 0, 1),
+            (4, 3, 4, 2, 50, 1, 1, 5),
+            (300, 6, 16, 8, 9, 0, 0, 2),
+            (3, 4, 5, 3, 4, 0, 0, 0),
+            (2, 2, 12, 6, 1, 3, 0, 0),
+        ];
+        for (i, &(c_in, c_out, k, s, l_in, pad, opad, origin)) in cases.iter().enumerate() {
+            let g = ConvTrGeom {
+                batch: 2,
+                c_in,
+                l_in,
+                c_out,
+                kernel: k,
+                padding: pad,
+                output_padding: opad,
+                stride: s,
+                dilation: 1,
+            };
+            let x = pseudo(2 * c_in * l_in, i as u32);
+            let w = pseudo(c_in * c_out * k, 100 + i as u32);
+            let bias = pseudo(c_out, 200 + i as u32);
+            let want = naive_conv_tr(&x, &w, &bias, &g);
+            let tw = TransposedWinograd::new(&w, c_in, c_out, k, s);
+            assert!(tw.applies(&g));
+            let got = conv_transpose1d_winograd(&x, &tw, Some(&bias), None, &g, origin);
+            close(&got, &want, &format!("case {i}"));
+        }
+    }
+}
