@@ -6,6 +6,7 @@
 //! Everything is causal, so Mimi also runs chunk by chunk ([`MimiStreamingEncoder`],
 //! [`MimiStreamingDecoder`]) with the same codes and audio as whole-signal processing.
 
+mod attention_cpu;
 mod config;
 mod quantizer;
 mod resample;

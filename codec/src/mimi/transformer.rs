@@ -9,7 +9,9 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
-use tessera_core::nn::exp::{self, gelu_erf_in_place};
+use tessera_core::nn::exp::gelu_erf_in_place;
+
+use super::attention_cpu::{self, Heads};
 
 /// Queries attended in one block: bounds the score matrix to `BLOCK x (BLOCK + window)`.
 const BLOCK: usize = 256;
@@ -284,6 +286,9 @@ impl Transformer {
         };
         let (hq, hkv) = (s.heads * s.head_dim, s.kv_heads * s.head_dim);
         let qkv = attn.qkv.forward(h)?;
+        if qkv.device().is_cpu() && qkv.dtype() == DType::F32 {
+            return self.attention_cpu(attn, &qkv, cos, sin, kv, p0);
+        }
         let q = heads(qkv.narrow(2, 0, hq)?, s.heads)?;
         let k = heads(qkv.narrow(2, hq, hkv)?, s.kv_heads)?;
         let v = heads(qkv.narrow(2, hq + hkv, hkv)?, s.kv_heads)?;
@@ -314,15 +319,68 @@ impl Transformer {
         };
         let scale = 1.0 / (s.head_dim as f64).sqrt();
         let scores = q.matmul(&k.transpose(2, 3)?)?;
-        let probs = match self.visible_softmax(&scores, scale as f32, p0, first)? {
-            Some(p) => p,
-            None => {
-                let mask = self.mask(p0, n, first, total, h.device())?;
-                candle_nn::ops::softmax_last_dim(&(scores * scale)?.broadcast_add(&mask)?)?
-            }
-        };
+        // Off the CPU: the window as an additive -inf mask (the CPU path skips masked keys).
+        let mask = self.mask(p0, n, first, total, h.device())?;
+        let probs = candle_nn::ops::softmax_last_dim(&(scores * scale)?.broadcast_add(&mask)?)?;
         let out = probs.matmul(&v)?;
         let out = out.transpose(1, 2)?.reshape((b, n, s.heads * s.head_dim))?;
+        attn.o.forward(&out)
+    }
+
+    /// [`Self::attention`]'s core in plain buffers on the CPU (`attention_cpu`), from the
+    /// fused q/k/v projection `[B, n, q | k | v]`.
+    fn attention_cpu(
+        &self,
+        attn: &Attention,
+        qkv: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        kv: &mut Option<(Tensor, Tensor)>,
+        p0: usize,
+    ) -> candle_core::Result<Tensor> {
+        let s = &self.spec;
+        let (b, n, _) = qkv.dims3()?;
+        let dev = qkv.device();
+        let shape = Heads {
+            batch: b,
+            frames: n,
+            heads: s.heads,
+            kv_heads: s.kv_heads,
+            head_dim: s.head_dim,
+        };
+        let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let (qkv, cos, sin) = (flat(qkv)?, flat(cos)?, flat(sin)?);
+        let cached = match kv.take() {
+            Some((k, v)) => Some((flat(&k)?, flat(&v)?, k.dim(2)?)),
+            None => None,
+        };
+        let kvs = attention_cpu::keys_values(
+            &qkv,
+            cached.as_ref().map(|(k, v, c)| (&k[..], &v[..], *c)),
+            &cos,
+            &sin,
+            shape,
+        );
+        let total = kvs.total;
+        let first = p0 + n - total; // absolute position of the first cached key
+        let scale = (1.0 / (s.head_dim as f64).sqrt()) as f32;
+        let visible = |i: usize| self.visible(p0 + i, first, total);
+        let out = attention_cpu::attend(&qkv, &kvs, &cos, &sin, scale, shape, &visible);
+        // Keep what the next frame (at p0 + n) may still see: positions > p0 + n - window.
+        let keep = match s.window {
+            Some(w) => total.min(w - 1),
+            None => total,
+        };
+        if keep > 0 {
+            let dims = (b, s.kv_heads, total, s.head_dim);
+            let last = |v: Vec<f32>| -> candle_core::Result<Tensor> {
+                Tensor::from_vec(v, dims, dev)?
+                    .narrow(2, total - keep, keep)?
+                    .contiguous()
+            };
+            *kv = Some((last(kvs.keys)?, last(kvs.values)?));
+        }
+        let out = Tensor::from_vec(out, (b, n, s.heads * s.head_dim), dev)?;
         attn.o.forward(&out)
     }
 
@@ -334,45 +392,6 @@ impl Transformer {
         };
         let hi = (q + 1).min(first + total);
         (lo.min(hi) - first, hi - first)
-    }
-
-    /// `softmax(scores * scale + mask)` over the last dim of `[b, heads, n, total]` scores on
-    /// the CPU, in one pass per row: only the keys the query sees are exponentiated, the rest
-    /// are exact zeros (what `exp(-inf)` gives). The scale, the mask and the softmax as
-    /// separate ops made three more passes and built the mask per layer. `None` off the CPU.
-    fn visible_softmax(
-        &self,
-        scores: &Tensor,
-        scale: f32,
-        p0: usize,
-        first: usize,
-    ) -> candle_core::Result<Option<Tensor>> {
-        use rayon::prelude::*;
-        if !scores.device().is_cpu() || scores.dtype() != DType::F32 {
-            return Ok(None);
-        }
-        let (_, _, n, total) = scores.dims4()?;
-        if n * total == 0 {
-            return Ok(Some(scores.clone()));
-        }
-        let mut v = scores.flatten_all()?.to_vec1::<f32>()?;
-        v.par_chunks_mut(total * n).for_each(|head| {
-            for (i, row) in head.chunks_mut(total).enumerate() {
-                let (lo, hi) = self.visible(p0 + i, first, total);
-                row[..lo].fill(0.0);
-                row[hi..].fill(0.0);
-                let seen = &mut row[lo..hi];
-                if seen.is_empty() {
-                    continue;
-                }
-                seen.iter_mut().for_each(|x| *x *= scale);
-                let max = exp::max(seen);
-                seen.iter_mut().for_each(|x| *x = exp::exp(*x - max));
-                let sum = exp::sum(seen);
-                seen.iter_mut().for_each(|x| *x /= sum);
-            }
-        });
-        Ok(Some(Tensor::from_vec(v, scores.shape(), scores.device())?))
     }
 
     /// `[n, total]`: 0 where query `p0 + i` may see key `first + j`, -inf elsewhere.
