@@ -300,11 +300,7 @@ impl Transformer {
         };
         let total = k.dim(2)?;
         let first = p0 + n - total; // absolute position of the first cached key
-        // Keep what the next frame (at p0 + n) may still see: positions > p0 + n - window.
-        let keep = match s.window {
-            Some(w) => total.min(w - 1),
-            None => total,
-        };
+        let keep = self.kept(total);
         if keep > 0 {
             *kv = Some((
                 k.narrow(2, total - keep, keep)?,
@@ -366,11 +362,7 @@ impl Transformer {
         let scale = (1.0 / (s.head_dim as f64).sqrt()) as f32;
         let visible = |i: usize| self.visible(p0 + i, first, total);
         let out = attention_cpu::attend(&qkv, &kvs, &cos, &sin, scale, shape, &visible);
-        // Keep what the next frame (at p0 + n) may still see: positions > p0 + n - window.
-        let keep = match s.window {
-            Some(w) => total.min(w - 1),
-            None => total,
-        };
+        let keep = self.kept(total);
         if keep > 0 {
             let dims = (b, s.kv_heads, total, s.head_dim);
             let last = |v: Vec<f32>| -> candle_core::Result<Tensor> {
@@ -382,6 +374,15 @@ impl Transformer {
         }
         let out = Tensor::from_vec(out, (b, n, s.heads * s.head_dim), dev)?;
         attn.o.forward(&out)
+    }
+
+    /// How many of the last `total` keys and values to cache: those the next frame may still
+    /// see (positions after its own minus the window).
+    fn kept(&self, total: usize) -> usize {
+        match self.spec.window {
+            Some(w) => total.min(w - 1),
+            None => total,
+        }
     }
 
     /// Keys `lo..hi` (indices into the cached keys from `first`) that query `q` sees.

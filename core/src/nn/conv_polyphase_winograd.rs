@@ -122,13 +122,13 @@ pub(crate) fn conv1d_strided_winograd(
             // Inside the signal: gather straight from it.
             let first = first as usize;
             for (c, rows_c) in parts.chunks_exact_mut(s * frames).enumerate() {
-                let src = &xb[c * g.l_in + first..][..s * frames];
-                for (f, samples) in src.chunks_exact(s).enumerate() {
-                    let at = (f % m) * part_len + f / m;
-                    for (j, &v) in samples.iter().enumerate() {
-                        rows_c[j * frames + at] = v;
-                    }
-                }
+                regroup(
+                    &xb[c * g.l_in + first..][..s * frames],
+                    rows_c,
+                    s,
+                    m,
+                    part_len,
+                );
                 if let Some(p) = pre {
                     p.apply(rows_c, c);
                 }
@@ -151,12 +151,7 @@ pub(crate) fn conv1d_strided_winograd(
                 .chunks_exact(s * frames)
                 .zip(parts.chunks_exact_mut(s * frames))
             {
-                for (f, samples) in row.chunks_exact(s).enumerate() {
-                    let at = (f % m) * part_len + f / m;
-                    for (j, &v) in samples.iter().enumerate() {
-                        rows_c[j * frames + at] = v;
-                    }
-                }
+                regroup(row, rows_c, s, m, part_len);
             }
         }
         tile_sums(
@@ -191,6 +186,18 @@ pub(crate) fn conv1d_strided_winograd(
         }
     });
     out
+}
+
+/// One channel's samples (whole frames of `s`) into its `s` phase rows, each split into `m`
+/// parts of `part_len` (part `a` holding frames `a, m + a, 2 m + a, ..`).
+fn regroup(src: &[f32], rows: &mut [f32], s: usize, m: usize, part_len: usize) {
+    let frames = src.len() / s;
+    for (f, samples) in src.chunks_exact(s).enumerate() {
+        let at = (f % m) * part_len + f / m;
+        for (j, &v) in samples.iter().enumerate() {
+            rows[j * frames + at] = v;
+        }
+    }
 }
 
 /// A transposed conv's weights as a 2-tap conv over frames: `[c_out s, c_in, 2]`, output row
