@@ -144,6 +144,12 @@ impl SConv1d {
         })
     }
 
+    /// The inner conv by minimal filtering (`Conv1d::with_winograd`), for wide stride-1 convs.
+    pub fn with_winograd(mut self) -> Self {
+        self.conv = self.conv.with_winograd();
+        self
+    }
+
     fn padding_total(&self) -> usize {
         self.kernel - self.stride
     }
