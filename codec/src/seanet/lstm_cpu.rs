@@ -203,6 +203,7 @@ fn run_units_generic(
     let slab = &w.w[4 * j0 * w.runs..4 * j1 * w.runs];
     // The previous hidden state of each item, zero-padded to `dp`.
     let mut h_prev = vec![0f32; items * dp];
+    let dot4 = dot4_kernel();
     let mut hidden = vec![0f32; items * steps * n];
     // Gate pre-activations of this thread's units, per item and gate-major: z[(i * 4 + g) * n + u].
     let mut z = vec![0f32; items * 4 * n];
@@ -249,21 +250,23 @@ fn run_units_generic(
 /// layout, `h` zero-padded to its runs). Each row accumulates in [`LANES`] fixed lanes by fused
 /// multiply-adds, and the lanes are summed in order: neither the order of additions nor the
 /// rounding depends on the instruction set.
-#[inline(always)]
-fn dot4(block: &[Line], h: &[f32]) -> [f32; 4] {
-    assert!(block.len() == 4 * h.len().div_ceil(LANES) && h.len().is_multiple_of(LANES));
+type Dot4 = fn(&[Line], &[f32]) -> [f32; 4];
+
+/// [`Dot4`] with the widest instructions this CPU has; chosen once per recurrence, not per
+/// unit and step.
+fn dot4_kernel() -> Dot4 {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512F is present (checked above); the lengths are asserted above.
-            return unsafe { dot4_avx512(block, h) };
+            // SAFETY: AVX-512F is present (checked above).
+            return |block, h| unsafe { dot4_avx512(block, h) };
         }
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: AVX2 and FMA are present (checked above); the lengths are asserted above.
-            return unsafe { dot4_avx2(block, h) };
+            // SAFETY: AVX2 and FMA are present (checked above).
+            return |block, h| unsafe { dot4_avx2(block, h) };
         }
     }
-    dot4_generic(block, h)
+    dot4_generic
 }
 
 #[inline(always)]
@@ -279,7 +282,7 @@ fn dot4_generic(block: &[Line], h: &[f32]) -> [f32; 4] {
     acc.map(|a| a.iter().sum())
 }
 
-/// [`dot4`] with AVX-512: one register per row holds its sixteen lanes.
+/// [`dot4_generic`] with AVX-512: one register per row holds its sixteen lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn dot4_avx512(block: &[Line], h: &[f32]) -> [f32; 4] {
@@ -302,7 +305,7 @@ unsafe fn dot4_avx512(block: &[Line], h: &[f32]) -> [f32; 4] {
     })
 }
 
-/// [`dot4`] with AVX2 and FMA: two registers per row hold its sixteen lanes.
+/// [`dot4_generic`] with AVX2 and FMA: two registers per row hold its sixteen lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot4_avx2(block: &[Line], h: &[f32]) -> [f32; 4] {
@@ -462,7 +465,7 @@ mod tests {
             let mut h = values(d, 6, 1.0);
             h.resize(runs * LANES, 0.0);
             for block in packed.w.chunks_exact(4 * runs) {
-                assert_eq!(dot4(block, &h), dot4_generic(block, &h), "d {d}");
+                assert_eq!(dot4_kernel()(block, &h), dot4_generic(block, &h), "d {d}");
             }
         }
     }

@@ -92,23 +92,41 @@ pub fn causal_padding(len: usize, kernel: usize, stride: usize, dilation: usize)
 /// narrow for minimal filtering to gain (measured on EnCodec's 32 -> 64 channel layer).
 const STRIDED_WINOGRAD_MIN_OUT_CHANNELS: usize = 128;
 
+/// The form in which the CPU kernels hold a conv's weights: a conv run by minimal filtering
+/// keeps only its transformed weights.
+pub(super) enum CpuKernel {
+    /// As torch stores them: `[c_out, c_in / groups, kernel]` (`[c_in, c_out, kernel]` for a
+    /// transposed conv).
+    Plain(Vec<f32>),
+    /// Stride-1 minimal filtering (`conv_winograd`).
+    Winograd(WinogradWeights),
+    /// A strided conv by minimal filtering over frames (`conv_polyphase_winograd`).
+    Strided(StridedWinograd),
+    /// A transposed conv by minimal filtering over frames (`conv_polyphase_winograd`).
+    Transposed(TransposedWinograd),
+}
+
 /// Weights copied out once for the CPU kernels (so a forward pass never touches tensors).
 pub(super) struct CpuWeights {
-    /// `[c_out, c_in / groups, kernel]`; empty for a conv that runs by minimal filtering, which
-    /// keeps only its transformed weights.
-    pub w: Vec<f32>,
+    pub kernel: CpuKernel,
     pub bias: Option<Vec<f32>>,
-    pub winograd: Option<WinogradWeights>,
-    /// A strided conv's weights for minimal filtering over frames.
-    pub strided: Option<StridedWinograd>,
-    /// A transposed conv's weights for minimal filtering over frames.
-    pub transposed: Option<TransposedWinograd>,
 }
 
 impl CpuWeights {
     /// The untransformed weights, if kept.
     pub fn plain(&self) -> Option<&[f32]> {
-        (!self.w.is_empty()).then_some(&self.w[..])
+        match &self.kernel {
+            CpuKernel::Plain(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// The same bias with `kernel` in place of these weights.
+    fn with_kernel(&self, kernel: CpuKernel) -> Arc<CpuWeights> {
+        Arc::new(CpuWeights {
+            kernel,
+            bias: self.bias.clone(),
+        })
     }
 }
 
@@ -117,11 +135,8 @@ fn cpu_weights(w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Option<
         return Ok(None);
     }
     Ok(Some(Arc::new(CpuWeights {
-        w: w.flatten_all()?.to_vec1()?,
+        kernel: CpuKernel::Plain(w.flatten_all()?.to_vec1()?),
         bias: bias.map(|b| b.to_vec1()).transpose()?,
-        winograd: None,
-        strided: None,
-        transposed: None,
     })))
 }
 
@@ -233,27 +248,20 @@ impl Conv1d {
         let Some(w) = cpu.plain() else {
             return self;
         };
-        let (winograd, strided) = if cfg.groups == 1
+        let transformed = if cfg.groups == 1
             && cfg.stride == 1
             && cin_g > 1
             && conv_winograd::supported_kernel(kernel)
         {
-            (Some(WinogradWeights::new(w, c_out, cin_g, kernel)), None)
+            CpuKernel::Winograd(WinogradWeights::new(w, c_out, cin_g, kernel))
         } else if StridedWinograd::fits(kernel, cfg.stride, cfg.dilation, cfg.groups)
             && c_out >= STRIDED_WINOGRAD_MIN_OUT_CHANNELS
         {
-            let sw = StridedWinograd::new(w, c_out, cin_g, kernel, cfg.stride);
-            (None, Some(sw))
+            CpuKernel::Strided(StridedWinograd::new(w, c_out, cin_g, kernel, cfg.stride))
         } else {
             return self;
         };
-        self.cpu = Some(Arc::new(CpuWeights {
-            w: Vec::new(),
-            bias: cpu.bias.clone(),
-            winograd,
-            strided,
-            transposed: None,
-        }));
+        self.cpu = Some(cpu.with_kernel(transformed));
         self
     }
 
@@ -412,13 +420,7 @@ impl ConvTranspose1d {
             && let Some(w) = cpu.plain()
         {
             let tw = TransposedWinograd::new(w, c_in, c_out, kernel, cfg.stride);
-            self.cpu = Some(Arc::new(CpuWeights {
-                w: Vec::new(),
-                bias: cpu.bias.clone(),
-                winograd: None,
-                strided: None,
-                transposed: Some(tw),
-            }));
+            self.cpu = Some(cpu.with_kernel(CpuKernel::Transposed(tw)));
         }
         self
     }

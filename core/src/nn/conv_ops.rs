@@ -7,7 +7,7 @@
 use candle_core::{DType, Device, Layout, Module, Storage, Tensor};
 
 use super::Snake1d;
-use super::conv::{Conv1d, ConvTranspose1d, CpuWeights, EdgeMode};
+use super::conv::{Conv1d, ConvTranspose1d, CpuKernel, CpuWeights, EdgeMode};
 use super::conv_cpu::{self, ConvGeom, Fusion, PreAct};
 use super::conv_polyphase_winograd;
 use super::conv_tr_direct;
@@ -108,19 +108,22 @@ fn dense_conv(
     geom: &ConvGeom,
     origin: usize,
 ) -> Option<Vec<f32>> {
-    if let Some(sw) = &cpu.strided {
-        let fits =
-            sw.applies(geom) && f.residual.is_none() && f.in_scale.is_none() && f.post.is_none();
-        return fits.then(|| {
-            conv_polyphase_winograd::conv1d_strided_winograd(xs, sw, f.bias, f.pre, geom, origin)
-        });
-    }
-    match (&cpu.winograd, cpu.plain()) {
-        (Some(ww), _) if conv_winograd::applies(geom, f) => {
-            Some(conv_winograd::conv1d_winograd(xs, ww, f, geom, origin))
+    match &cpu.kernel {
+        CpuKernel::Plain(w) => Some(conv_cpu::conv1d_gemm(xs, w, f, geom)),
+        CpuKernel::Winograd(ww) => conv_winograd::applies(geom, f)
+            .then(|| conv_winograd::conv1d_winograd(xs, ww, f, geom, origin)),
+        CpuKernel::Strided(sw) => {
+            let fits = sw.applies(geom)
+                && f.residual.is_none()
+                && f.in_scale.is_none()
+                && f.post.is_none();
+            fits.then(|| {
+                conv_polyphase_winograd::conv1d_strided_winograd(
+                    xs, sw, f.bias, f.pre, geom, origin,
+                )
+            })
         }
-        (_, Some(w)) => Some(conv_cpu::conv1d_gemm(xs, w, f, geom)),
-        _ => None,
+        CpuKernel::Transposed(_) => None,
     }
 }
 
@@ -424,14 +427,15 @@ pub fn residual_depthwise_separable(
         &depthwise.cpu,
         &pointwise.cpu,
         snake_params(&[pre, mid]),
-    ) && on_cpu(x)
+    ) && let (Some(dw), Some(pw)) = (dw_cpu.plain(), pw_cpu.plain())
+        && on_cpu(x)
     {
         let x = x.contiguous()?;
         let out = with_data(&x, |xs| {
             conv_cpu::residual_dw_pw(
                 xs,
-                (&dw_cpu.w[..], dw_cpu.bias.as_deref()),
-                (&pw_cpu.w[..], pw_cpu.bias.as_deref()),
+                (dw, dw_cpu.bias.as_deref()),
+                (pw, pw_cpu.bias.as_deref()),
                 snakes[0],
                 snakes[1],
                 &geom,
@@ -472,17 +476,24 @@ impl ConvTranspose1d {
             let x = x.contiguous()?;
             let out = with_data(&x, |xs| {
                 let bias = cpu.bias.as_deref();
-                if let Some(tw) = &cpu.transposed {
-                    conv_polyphase_winograd::conv_transpose1d_winograd(
-                        xs, tw, bias, pre_act, &geom, 0,
-                    )
-                } else if conv_tr_direct::applies(&geom) {
-                    conv_tr_direct::conv_transpose1d_polyphase(xs, &cpu.w, bias, pre_act, &geom)
-                } else {
-                    conv_cpu::conv_transpose1d_gemm(xs, &cpu.w, bias, pre_act, &geom)
+                match &cpu.kernel {
+                    CpuKernel::Transposed(tw) => {
+                        Some(conv_polyphase_winograd::conv_transpose1d_winograd(
+                            xs, tw, bias, pre_act, &geom, 0,
+                        ))
+                    }
+                    CpuKernel::Plain(w) if conv_tr_direct::applies(&geom) => Some(
+                        conv_tr_direct::conv_transpose1d_polyphase(xs, w, bias, pre_act, &geom),
+                    ),
+                    CpuKernel::Plain(w) => {
+                        Some(conv_cpu::conv_transpose1d_gemm(xs, w, bias, pre_act, &geom))
+                    }
+                    _ => None,
                 }
             })?;
-            return cpu_tensor(out, (batch, geom.c_out, l_out));
+            if let Some(out) = out {
+                return cpu_tensor(out, (batch, geom.c_out, l_out));
+            }
         }
         let x = pre.map_or(Ok(x.clone()), |a| a.apply(x))?;
         let y = x.conv_transpose1d(
