@@ -9,6 +9,8 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
+use rayon::prelude::*;
+use tessera_core::nn::PackedLinear;
 use tessera_core::nn::exp::gelu_erf_in_place;
 
 use super::attention_cpu::{self, Heads};
@@ -55,6 +57,21 @@ impl Activation {
         }
     }
 
+    /// In place on the CPU path's buffer.
+    fn apply_in_place(&self, x: &mut Vec<f32>) -> candle_core::Result<()> {
+        match self {
+            // A few hundred thousand values per layer: worth the pool.
+            Activation::Gelu => x.par_chunks_mut(1 << 14).for_each(gelu_erf_in_place),
+            _ => {
+                let v = std::mem::take(x);
+                let n = v.len();
+                let t = Tensor::from_vec(v, n, &Device::Cpu)?;
+                *x = self.apply(&t)?.to_vec1::<f32>()?;
+            }
+        }
+        Ok(())
+    }
+
     fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             // candle's CPU gelu_erf calls libm's erf element by element: 5% of a Mimi encode.
@@ -89,6 +106,46 @@ struct Layer {
     fc1: Linear,
     fc2: Linear,
     mlp_scale: Tensor,
+    /// The norms' and scales' values for the CPU path (f32 on the CPU only).
+    cpu: Option<LayerVectors>,
+}
+
+/// A layer's small vectors in plain buffers.
+#[derive(Debug, Clone)]
+struct LayerVectors {
+    norm1: (Vec<f32>, Vec<f32>),
+    norm2: (Vec<f32>, Vec<f32>),
+    attn_scale: Vec<f32>,
+    mlp_scale: Vec<f32>,
+}
+
+impl LayerVectors {
+    fn new(
+        norm1: &LayerNorm,
+        norm2: &LayerNorm,
+        attn_scale: &Tensor,
+        mlp_scale: &Tensor,
+    ) -> candle_core::Result<Option<Self>> {
+        if !attn_scale.device().is_cpu() || attn_scale.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        let v = |t: &Tensor| t.to_vec1::<f32>();
+        let norm = |n: &LayerNorm| -> candle_core::Result<Option<(Vec<f32>, Vec<f32>)>> {
+            Ok(match n.bias() {
+                Some(b) => Some((v(n.weight())?, v(b)?)),
+                None => None,
+            })
+        };
+        let (Some(norm1), Some(norm2)) = (norm(norm1)?, norm(norm2)?) else {
+            return Ok(None);
+        };
+        Ok(Some(LayerVectors {
+            norm1,
+            norm2,
+            attn_scale: v(attn_scale)?,
+            mlp_scale: v(mlp_scale)?,
+        }))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -107,47 +164,81 @@ pub(crate) struct TransformerState {
     position: usize,
 }
 
-/// `nn.Linear` with its weight stored transposed and contiguous, `[in, out]`: `x @ W^T` through
-/// a transposed view makes the gemm repack the whole weight on every call, which dominates
-/// for the few frames of a streaming step (15x slower at 2 rows) and still costs 40% at 256.
+/// `nn.Linear`: on the CPU in f32, packed for [`PackedLinear`] (bias included); elsewhere with
+/// its weight stored transposed and contiguous, `[in, out]`: `x @ W^T` through a transposed
+/// view makes the gemm repack the whole weight on every call, which dominates for the few
+/// frames of a streaming step (15x slower at 2 rows) and still costs 40% at 256.
 #[derive(Debug, Clone)]
-struct Linear {
-    weight_t: Tensor,
-    bias: Option<Tensor>,
+enum Linear {
+    Packed(PackedLinear),
+    Tensor {
+        weight_t: Tensor,
+        bias: Option<Tensor>,
+    },
 }
 
 impl Module for Linear {
     /// `[B, T, in]` -> `[B, T, out]`.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t, d) = x.dims3()?;
-        let y = x
-            .reshape((b * t, d))?
-            .matmul(&self.weight_t)?
-            .reshape((b, t, ()))?;
-        match &self.bias {
-            Some(bias) => y.broadcast_add(bias),
-            None => Ok(y),
+        match self {
+            Linear::Packed(p) => {
+                let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                Tensor::from_vec(p.forward(&xs, b * t), (b, t, p.out_features()), x.device())
+            }
+            Linear::Tensor { weight_t, bias } => {
+                let y = x
+                    .reshape((b * t, d))?
+                    .matmul(weight_t)?
+                    .reshape((b, t, ()))?;
+                match bias {
+                    Some(bias) => y.broadcast_add(bias),
+                    None => Ok(y),
+                }
+            }
         }
     }
 }
 
 impl Linear {
-    /// The layers' outputs side by side: `[in, sum of outs]`.
-    fn concat(parts: &[Linear]) -> candle_core::Result<Linear> {
-        let weights: Vec<&Tensor> = parts.iter().map(|l| &l.weight_t).collect();
-        let biases: Option<Vec<&Tensor>> = parts.iter().map(|l| l.bias.as_ref()).collect();
-        Ok(Linear {
-            weight_t: Tensor::cat(&weights, 1)?,
-            bias: biases.map(|b| Tensor::cat(&b, 0)).transpose()?,
+    /// Layers with the same input side by side (outputs concatenated), from `(weight [out, in],
+    /// bias)` pairs.
+    fn new(parts: &[(Tensor, Option<Tensor>)]) -> candle_core::Result<Linear> {
+        let weights: Vec<&Tensor> = parts.iter().map(|(w, _)| w).collect();
+        let weight = Tensor::cat(&weights, 0)?;
+        let biases: Option<Vec<&Tensor>> = parts.iter().map(|(_, b)| b.as_ref()).collect();
+        let bias = biases.map(|b| Tensor::cat(&b, 0)).transpose()?;
+        if weight.device().is_cpu() && weight.dtype() == DType::F32 {
+            let (n, k) = weight.dims2()?;
+            let w = weight.flatten_all()?.to_vec1::<f32>()?;
+            let b = bias.map(|b| b.to_vec1::<f32>()).transpose()?;
+            return Ok(Linear::Packed(PackedLinear::new(&w, n, k, b.as_deref())));
+        }
+        Ok(Linear::Tensor {
+            weight_t: weight.t()?.contiguous()?,
+            bias,
         })
+    }
+
+    fn packed(&self) -> Option<&PackedLinear> {
+        match self {
+            Linear::Packed(p) => Some(p),
+            Linear::Tensor { .. } => None,
+        }
     }
 }
 
-fn linear(vb: VarBuilder, d_in: usize, d_out: usize, bias: bool) -> candle_core::Result<Linear> {
-    Ok(Linear {
-        weight_t: vb.get((d_out, d_in), "weight")?.t()?.contiguous()?,
-        bias: bias.then(|| vb.get(d_out, "bias")).transpose()?,
-    })
+/// `(weight [out, in], bias)` of `{vb}`.
+fn linear_parts(
+    vb: &VarBuilder,
+    d_in: usize,
+    d_out: usize,
+    bias: bool,
+) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+    Ok((
+        vb.get((d_out, d_in), "weight")?,
+        bias.then(|| vb.get(d_out, "bias")).transpose()?,
+    ))
 }
 
 impl Transformer {
@@ -166,21 +257,37 @@ impl Transformer {
             .map(|i| {
                 let vb = vb.pp("layers").pp(i);
                 let a = vb.pp("self_attn");
+                let norm1 = norm(vb.pp("input_layernorm"))?;
+                let norm2 = norm(vb.pp("post_attention_layernorm"))?;
+                let attn_scale = vb.pp("self_attn_layer_scale").get(d, "scale")?;
+                let mlp_scale = vb.pp("mlp_layer_scale").get(d, "scale")?;
+                let cpu = LayerVectors::new(&norm1, &norm2, &attn_scale, &mlp_scale)?;
                 Ok(Layer {
-                    norm1: norm(vb.pp("input_layernorm"))?,
+                    norm1,
                     attn: Attention {
-                        qkv: Linear::concat(&[
-                            linear(a.pp("q_proj"), d, hq, spec.bias)?,
-                            linear(a.pp("k_proj"), d, hkv, spec.bias)?,
-                            linear(a.pp("v_proj"), d, hkv, spec.bias)?,
+                        qkv: Linear::new(&[
+                            linear_parts(&a.pp("q_proj"), d, hq, spec.bias)?,
+                            linear_parts(&a.pp("k_proj"), d, hkv, spec.bias)?,
+                            linear_parts(&a.pp("v_proj"), d, hkv, spec.bias)?,
                         ])?,
-                        o: linear(a.pp("o_proj"), hq, d, spec.bias)?,
+                        o: Linear::new(&[linear_parts(&a.pp("o_proj"), hq, d, spec.bias)?])?,
                     },
-                    attn_scale: vb.pp("self_attn_layer_scale").get(d, "scale")?,
-                    norm2: norm(vb.pp("post_attention_layernorm"))?,
-                    fc1: linear(vb.pp("mlp").pp("fc1"), d, spec.intermediate, false)?,
-                    fc2: linear(vb.pp("mlp").pp("fc2"), spec.intermediate, d, false)?,
-                    mlp_scale: vb.pp("mlp_layer_scale").get(d, "scale")?,
+                    attn_scale,
+                    norm2,
+                    fc1: Linear::new(&[linear_parts(
+                        &vb.pp("mlp").pp("fc1"),
+                        d,
+                        spec.intermediate,
+                        false,
+                    )?])?,
+                    fc2: Linear::new(&[linear_parts(
+                        &vb.pp("mlp").pp("fc2"),
+                        spec.intermediate,
+                        d,
+                        false,
+                    )?])?,
+                    mlp_scale,
+                    cpu,
                 })
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -225,6 +332,9 @@ impl Transformer {
     }
 
     fn block(&self, x: &Tensor, state: &mut TransformerState) -> candle_core::Result<Tensor> {
+        if let Some(y) = self.block_cpu(x, state)? {
+            return Ok(y);
+        }
         let (_, n, _) = x.dims3()?;
         let p0 = state.position;
         let (cos, sin) = self.rope_tables(p0, n, x.device())?;
@@ -243,13 +353,57 @@ impl Transformer {
         Ok(x)
     }
 
-    /// cos and sin of `position * inv_freq` for `n` positions from `p0`, `[n, head_dim / 2]`.
-    fn rope_tables(
+    /// [`Self::block`] in plain buffers on the CPU (f32): packed projections with their biases,
+    /// the norms, residual scales and activation in place, no candle op per layer (candle's
+    /// element-wise ops run on their own thread pool, whose spinning workers took a core from
+    /// rayon's between the gemms). `None` when the layers are not on the CPU in f32.
+    fn block_cpu(
         &self,
-        p0: usize,
-        n: usize,
-        dev: &Device,
-    ) -> candle_core::Result<(Tensor, Tensor)> {
+        x: &Tensor,
+        state: &mut TransformerState,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let parts: Option<Vec<_>> = self
+            .layers
+            .iter()
+            .map(|l| {
+                Some((
+                    l.cpu.as_ref()?,
+                    l.attn.qkv.packed()?,
+                    l.attn.o.packed()?,
+                    l.fc1.packed()?,
+                    l.fc2.packed()?,
+                ))
+            })
+            .collect();
+        let Some(parts) = parts else {
+            return Ok(None);
+        };
+        if !x.device().is_cpu() || x.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        let (b, n, d) = x.dims3()?;
+        let rows = b * n;
+        let p0 = state.position;
+        let (cos, sin) = self.rope_values(p0, n);
+        let mut xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let mut h = vec![0f32; rows * d];
+        let eps = self.spec.norm_eps;
+        for ((vectors, qkv, o, fc1, fc2), kv) in parts.into_iter().zip(state.kv.iter_mut()) {
+            layer_norm_rows(&xs, &mut h, &vectors.norm1, eps);
+            let qkv = qkv.forward(&h, rows);
+            let attended = self.attention_cpu(&qkv, &cos, &sin, kv, p0, b, n)?;
+            add_scaled(&mut xs, &o.forward(&attended, rows), &vectors.attn_scale);
+            layer_norm_rows(&xs, &mut h, &vectors.norm2, eps);
+            let mut inner = fc1.forward(&h, rows);
+            self.spec.activation.apply_in_place(&mut inner)?;
+            add_scaled(&mut xs, &fc2.forward(&inner, rows), &vectors.mlp_scale);
+        }
+        state.position += n;
+        Ok(Some(Tensor::from_vec(xs, (b, n, d), x.device())?))
+    }
+
+    /// cos and sin of `position * inv_freq` for `n` positions from `p0`, `[n, head_dim / 2]`.
+    fn rope_values(&self, p0: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
         let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(n * half);
         let mut sin = Vec::with_capacity(n * half);
@@ -262,6 +416,18 @@ impl Transformer {
                 sin.push(angle.sin() as f32);
             }
         }
+        (cos, sin)
+    }
+
+    /// [`Self::rope_values`] as tensors on `dev`.
+    fn rope_tables(
+        &self,
+        p0: usize,
+        n: usize,
+        dev: &Device,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let (cos, sin) = self.rope_values(p0, n);
         Ok((
             Tensor::from_vec(cos, (n, half), dev)?,
             Tensor::from_vec(sin, (n, half), dev)?,
@@ -286,9 +452,6 @@ impl Transformer {
         };
         let (hq, hkv) = (s.heads * s.head_dim, s.kv_heads * s.head_dim);
         let qkv = attn.qkv.forward(h)?;
-        if qkv.device().is_cpu() && qkv.dtype() == DType::F32 {
-            return self.attention_cpu(attn, &qkv, cos, sin, kv, p0);
-        }
         let q = heads(qkv.narrow(2, 0, hq)?, s.heads)?;
         let k = heads(qkv.narrow(2, hq, hkv)?, s.kv_heads)?;
         let v = heads(qkv.narrow(2, hq + hkv, hkv)?, s.kv_heads)?;
@@ -324,19 +487,19 @@ impl Transformer {
     }
 
     /// [`Self::attention`]'s core in plain buffers on the CPU (`attention_cpu`), from the
-    /// fused q/k/v projection `[B, n, q | k | v]`.
+    /// fused q/k/v projection `[B, n, q | k | v]`, before the output projection: `[B, n, hq]`.
+    #[allow(clippy::too_many_arguments)]
     fn attention_cpu(
         &self,
-        attn: &Attention,
-        qkv: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
+        qkv: &[f32],
+        cos: &[f32],
+        sin: &[f32],
         kv: &mut Option<(Tensor, Tensor)>,
         p0: usize,
-    ) -> candle_core::Result<Tensor> {
+        b: usize,
+        n: usize,
+    ) -> candle_core::Result<Vec<f32>> {
         let s = &self.spec;
-        let (b, n, _) = qkv.dims3()?;
-        let dev = qkv.device();
         let shape = Heads {
             batch: b,
             frames: n,
@@ -345,35 +508,33 @@ impl Transformer {
             head_dim: s.head_dim,
         };
         let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-        let (qkv, cos, sin) = (flat(qkv)?, flat(cos)?, flat(sin)?);
         let cached = match kv.take() {
             Some((k, v)) => Some((flat(&k)?, flat(&v)?, k.dim(2)?)),
             None => None,
         };
         let kvs = attention_cpu::keys_values(
-            &qkv,
+            qkv,
             cached.as_ref().map(|(k, v, c)| (&k[..], &v[..], *c)),
-            &cos,
-            &sin,
+            cos,
+            sin,
             shape,
         );
         let total = kvs.total;
         let first = p0 + n - total; // absolute position of the first cached key
         let scale = (1.0 / (s.head_dim as f64).sqrt()) as f32;
         let visible = |i: usize| self.visible(p0 + i, first, total);
-        let out = attention_cpu::attend(&qkv, &kvs, &cos, &sin, scale, shape, &visible);
+        let out = attention_cpu::attend(qkv, &kvs, cos, sin, scale, shape, &visible);
         let keep = self.kept(total);
         if keep > 0 {
             let dims = (b, s.kv_heads, total, s.head_dim);
             let last = |v: Vec<f32>| -> candle_core::Result<Tensor> {
-                Tensor::from_vec(v, dims, dev)?
+                Tensor::from_vec(v, dims, &Device::Cpu)?
                     .narrow(2, total - keep, keep)?
                     .contiguous()
             };
             *kv = Some((last(kvs.keys)?, last(kvs.values)?));
         }
-        let out = Tensor::from_vec(out, (b, n, s.heads * s.head_dim), dev)?;
-        attn.o.forward(&out)
+        Ok(out)
     }
 
     /// How many of the last `total` keys and values to cache: those the next frame may still
@@ -423,4 +584,33 @@ fn repeat_kv(x: &Tensor, group: usize) -> candle_core::Result<Tensor> {
     x.unsqueeze(2)?
         .expand((b, h, group, t, d))?
         .reshape((b, h * group, t, d))
+}
+
+/// `out = LayerNorm(x)` row by row (rows of `weight.len()`), mean and variance accumulated in f64.
+fn layer_norm_rows(x: &[f32], out: &mut [f32], (weight, bias): &(Vec<f32>, Vec<f32>), eps: f64) {
+    let d = weight.len();
+    for (row, dst) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / d as f64;
+        let var = row
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / d as f64;
+        let inv = 1.0 / (var + eps).sqrt();
+        let (mean, inv) = (mean as f32, inv as f32);
+        for (((o, &v), &w), &b) in dst.iter_mut().zip(row).zip(weight).zip(bias) {
+            *o = (v - mean) * inv * w + b;
+        }
+    }
+}
+
+/// `x += scale * branch`, `scale` per channel (rows of `scale.len()`), as the reference's
+/// `residual + layer_scale(branch)`.
+fn add_scaled(x: &mut [f32], branch: &[f32], scale: &[f32]) {
+    let d = scale.len();
+    for (row, br) in x.chunks_exact_mut(d).zip(branch.chunks_exact(d)) {
+        for ((v, &b), &s) in row.iter_mut().zip(br).zip(scale) {
+            *v += s * b;
+        }
+    }
 }

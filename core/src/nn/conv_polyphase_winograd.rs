@@ -171,18 +171,14 @@ pub(crate) fn conv1d_strided_winograd(
             return;
         }
         let skip = (lo as isize - base) as usize;
+        let mut sources = Vec::with_capacity(m);
         for oc in 0..c_out {
             // SAFETY: job (b, tiles) alone writes outputs lo..hi of batch b's rows.
             let row = unsafe { shared.row((b * c_out + oc) * l_out + lo, hi - lo) };
             let bias = bias.map_or(0.0, |bs| bs[oc]);
-            let (mut q, mut a) = (skip / m, skip % m);
-            for y in row.iter_mut() {
-                *y = bias + acc[(a * c_out + oc) * tiles + q];
-                a += 1;
-                if a == m {
-                    (q, a) = (q + 1, 0);
-                }
-            }
+            sources.clear();
+            sources.extend((0..m).map(|a| &acc[(a * c_out + oc) * tiles..][..tiles]));
+            interleave(row, &sources, skip, bias);
         }
     });
     out
@@ -190,12 +186,37 @@ pub(crate) fn conv1d_strided_winograd(
 
 /// One channel's samples (whole frames of `s`) into its `s` phase rows, each split into `m`
 /// parts of `part_len` (part `a` holding frames `a, m + a, 2 m + a, ..`).
+///
+/// Frame `q m + a` sample `j` goes to row `j m + a` column `q`: a transpose of the
+/// `[part_len, m s]` block, one destination row at a time so that every store is sequential
+/// (the source block stays in L1 across the `m s` strided passes).
 fn regroup(src: &[f32], rows: &mut [f32], s: usize, m: usize, part_len: usize) {
-    let frames = src.len() / s;
-    for (f, samples) in src.chunks_exact(s).enumerate() {
-        let at = (f % m) * part_len + f / m;
-        for (j, &v) in samples.iter().enumerate() {
-            rows[j * frames + at] = v;
+    let width = m * s;
+    debug_assert_eq!(src.len(), width * part_len);
+    for j in 0..s {
+        for a in 0..m {
+            let dst = &mut rows[(j * m + a) * part_len..][..part_len];
+            for (d, &v) in dst.iter_mut().zip(src[a * s + j..].iter().step_by(width)) {
+                *d = v;
+            }
+        }
+    }
+}
+
+/// `dst[i] = bias + z[start + i]` for the interleaving `z[q n + k] = sources[k][q]` of `n`
+/// sources: the tile sums (one row per output phase) back into signal order. Source-major, so
+/// that each source is read sequentially; the destination span is small enough for L1.
+fn interleave(dst: &mut [f32], sources: &[&[f32]], start: usize, bias: f32) {
+    let n = sources.len();
+    for (k, src) in sources.iter().enumerate() {
+        // The first destination index whose interleaved position has phase k.
+        let first = (k + n - start % n) % n;
+        let q0 = (start + first) / n;
+        if first >= dst.len() {
+            continue;
+        }
+        for (d, &v) in dst[first..].iter_mut().step_by(n).zip(&src[q0..]) {
+            *d = bias + v;
         }
     }
 }
@@ -324,25 +345,19 @@ pub(crate) fn conv_transpose1d_winograd(
         if u_hi <= u_lo {
             return;
         }
+        let mut sources = Vec::with_capacity(m * s);
         for oc in 0..c_out {
             // SAFETY: job (b, tiles) alone writes the samples of its frames in batch b's rows.
             let row = unsafe { shared.row((b * c_out + oc) * l_out + u_lo, u_hi - u_lo) };
             let bias = bias.map_or(0.0, |bs| bs[oc]);
-            // Offset of the first sample in the job's untrimmed samples: frame f, phase r.
+            // Offset of the first sample in the job's untrimmed samples; sample (q m + a) s + r
+            // is phase r of component a of tile q.
             let v = ((u_lo + p) as isize - base * s as isize) as usize;
-            let (f, mut r) = (v / s, v % s);
-            let (mut q, mut a) = (f / m, f % m);
-            for y in row.iter_mut() {
-                *y = bias + acc[(a * rows + oc * s + r) * tiles + q];
-                r += 1;
-                if r == s {
-                    r = 0;
-                    a += 1;
-                    if a == m {
-                        (q, a) = (q + 1, 0);
-                    }
-                }
-            }
+            sources.clear();
+            sources.extend(
+                (0..m * s).map(|k| &acc[((k / s) * rows + oc * s + k % s) * tiles..][..tiles]),
+            );
+            interleave(row, &sources, v, bias);
         }
     });
     out
