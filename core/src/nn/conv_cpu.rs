@@ -24,6 +24,7 @@ use rayon::prelude::*;
 
 use super::conv::EdgeMode;
 use super::conv_direct::{self, DirectTile};
+use super::conv_strided_direct;
 use super::elu::elu_in_place;
 use super::gemm::{MatRef, SharedOut};
 use super::snake_cpu::{SnakeParams, snake_in_place};
@@ -229,6 +230,9 @@ pub(crate) fn fill_span(
 /// Dense or grouped conv1d with every fusion but `post`; `w` is `[c_out, c_in / groups, k]`.
 pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec<f32> {
     debug_assert!(f.post.is_none());
+    if conv_strided_direct::applies(g, f) {
+        return conv_strided_direct::conv1d_strided_polyphase(x, w, f, g);
+    }
     let l_out = g.l_out().expect("checked by the caller");
     let cin_g = g.c_in / g.groups;
     let cout_g = g.c_out / g.groups;
@@ -333,7 +337,7 @@ pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec
 ///
 /// # Safety
 /// The caller must own the tile.
-unsafe fn init_rows(
+pub(crate) unsafe fn init_rows(
     out: &SharedOut,
     dst: usize,
     rows: usize,

@@ -6,6 +6,7 @@ mod conv_cpu;
 mod conv_direct;
 mod conv_ops;
 mod conv_polyphase_winograd;
+mod conv_strided_direct;
 mod conv_tr_direct;
 mod conv_winograd;
 mod elu;
