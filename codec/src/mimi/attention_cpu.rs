@@ -144,11 +144,7 @@ pub(crate) fn attend(
                 if seen.is_empty() {
                     continue;
                 }
-                seen.iter_mut().for_each(|x| *x *= scale);
-                let max = exp::max(seen);
-                seen.iter_mut().for_each(|x| *x = exp::exp(*x - max));
-                let sum = exp::sum(seen);
-                seen.iter_mut().for_each(|x| *x /= sum);
+                exp::softmax_in_place(seen, scale);
             }
             let mut out = vec![0f32; n * hd];
             matmul_into(

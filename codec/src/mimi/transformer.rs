@@ -9,7 +9,6 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
-use rayon::prelude::*;
 use tessera_core::nn::PackedLinear;
 use tessera_core::nn::exp::gelu_erf_in_place;
 
@@ -60,8 +59,7 @@ impl Activation {
     /// In place on the CPU path's buffer.
     fn apply_in_place(&self, x: &mut Vec<f32>) -> candle_core::Result<()> {
         match self {
-            // A few hundred thousand values per layer: worth the pool.
-            Activation::Gelu => x.par_chunks_mut(1 << 14).for_each(gelu_erf_in_place),
+            Activation::Gelu => gelu_erf_in_place(x),
             _ => {
                 let v = std::mem::take(x);
                 let n = v.len();

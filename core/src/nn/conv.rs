@@ -657,7 +657,7 @@ mod tests {
                         let scale = want.abs().unwrap().max_all().unwrap();
                         let scale = scale.to_scalar::<f32>().unwrap().max(1.0);
                         let d2 = max_diff(&got, &(&want * 2.0).unwrap()) / scale;
-                        assert!(d2 < 1e-6, "with residual, {c_in}->{c_out} k{k}: {d2}");
+                        assert!(d2 < 1e-5, "with residual, {c_in}->{c_out} k{k}: {d2}");
                     }
                 }
             }

@@ -173,6 +173,48 @@ unsafe fn gelu_erf_avx2(x: &mut [f32]) {
     gelu_erf_loop(x)
 }
 
+/// `x = softmax(scale * x)` over the slice: scaled, shifted by the maximum, exponentiated,
+/// divided by the sum. Compiled for AVX-512 and AVX2 too, the widest the CPU has running: the
+/// same operations per element in every version, so the same bits.
+pub fn softmax_in_place(x: &mut [f32], scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked).
+            return unsafe { softmax_avx512(x, scale) };
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked).
+            return unsafe { softmax_avx2(x, scale) };
+        }
+    }
+    softmax_loop(x, scale);
+}
+
+#[inline(always)]
+fn softmax_loop(x: &mut [f32], scale: f32) {
+    if x.is_empty() {
+        return;
+    }
+    x.iter_mut().for_each(|v| *v *= scale);
+    let m = max(x);
+    x.iter_mut().for_each(|v| *v = exp(*v - m));
+    let s = sum(x);
+    x.iter_mut().for_each(|v| *v /= s);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn softmax_avx512(x: &mut [f32], scale: f32) {
+    softmax_loop(x, scale)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn softmax_avx2(x: &mut [f32], scale: f32) {
+    softmax_loop(x, scale)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +340,33 @@ mod tests {
         let want: Vec<f32> = v.iter().map(|&x| gelu_erf(x)).collect();
         gelu_erf_in_place(&mut v);
         assert_eq!(v, want);
+    }
+
+    #[test]
+    fn softmax_matches_f64_and_every_version_gives_the_same_bits() {
+        let x: Vec<f32> = (0..77)
+            .map(|i| ((i * 37) % 23) as f32 * 0.7 - 8.0)
+            .collect();
+        let mut got = x.clone();
+        softmax_in_place(&mut got, 0.125);
+        let m = x
+            .iter()
+            .fold(f64::NEG_INFINITY, |a, &v| a.max(f64::from(v) * 0.125));
+        let total: f64 = x.iter().map(|&v| (f64::from(v) * 0.125 - m).exp()).sum();
+        for (&g, &v) in got.iter().zip(&x) {
+            let want = (f64::from(v) * 0.125 - m).exp() / total;
+            assert!(
+                (f64::from(g) - want).abs() < 1e-6 * want.max(1e-3),
+                "{g} vs {want}"
+            );
+        }
+        let mut plain = x.clone();
+        softmax_loop(&mut plain, 0.125);
+        assert!(
+            plain == got,
+            "the dispatched version differs from the baseline loop"
+        );
+        let mut empty: [f32; 0] = [];
+        softmax_in_place(&mut empty, 1.0);
     }
 }
