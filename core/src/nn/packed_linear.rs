@@ -66,6 +66,21 @@ impl PackedLinear {
         self.n
     }
 
+    /// Row `j` of the weight as given to [`Self::new`] (`[in]`), into `out`.
+    ///
+    /// # Panics
+    /// When `j` is not an output or `out` is not `in` long.
+    pub fn weight_row(&self, j: usize, out: &mut [f32]) {
+        assert!(
+            j < self.n && out.len() == self.k,
+            "packed linear: weight row"
+        );
+        let panel = &self.panels[(j / PANEL) * self.k * PANEL..][..self.k * PANEL];
+        for (o, &w) in out.iter_mut().zip(panel[j % PANEL..].iter().step_by(PANEL)) {
+            *o = w;
+        }
+    }
+
     /// `y = x W^T + b` for `m` rows: `x` `[m, in]`, `y` `[m, out]`, both row-major and
     /// contiguous; on rayon's pool.
     ///
@@ -392,6 +407,11 @@ mod tests {
             let x = values(m * k, 3);
             let lin = PackedLinear::new(&w, n, k, bias.then_some(&b[..]));
             let y = lin.forward(&x, m);
+            let mut row = vec![0f32; k];
+            for j in 0..n {
+                lin.weight_row(j, &mut row);
+                assert_eq!(&row[..], &w[j * k..][..k]);
+            }
             for i in 0..m {
                 for j in 0..n {
                     let mut want = if bias { f64::from(b[j]) } else { 0.0 };

@@ -4,6 +4,7 @@
 //! vectors); they differ in floating-point detail, which decides near-ties. Each reproduces one
 //! family of reference implementations formula for formula, so that codes match theirs.
 
+use crate::nn::PackedLinear;
 use crate::{Error, Result};
 use candle_core::{D, DType, Tensor};
 
@@ -30,6 +31,16 @@ pub enum Distance {
 pub(crate) struct NearestSearch {
     distance: Distance,
     prepared: Prepared,
+    /// Euclidean search of an f32 codebook on the CPU, in plain buffers.
+    cpu: Option<CpuEuclidean>,
+}
+
+/// The codebook packed for [`PackedLinear`] (its rows are the entries) and the entries' squared
+/// norms.
+#[derive(Clone, Debug)]
+struct CpuEuclidean {
+    keys: PackedLinear,
+    key_norms: Vec<f32>,
 }
 
 #[derive(Clone, Debug)]
@@ -62,7 +73,73 @@ impl NearestSearch {
                 }
             }
         };
-        Ok(Self { distance, prepared })
+        let cpu = match &prepared {
+            Prepared::Squared { key_norms, .. }
+                if distance == Distance::Euclidean
+                    && codebook.device().is_cpu()
+                    && codebook.dtype() == DType::F32 =>
+            {
+                let (size, dim) = codebook.dims2()?;
+                let entries = codebook.flatten_all()?.to_vec1::<f32>()?;
+                Some(CpuEuclidean {
+                    keys: PackedLinear::new(&entries, size, dim, None),
+                    key_norms: key_norms.flatten_all()?.to_vec1::<f32>()?,
+                })
+            }
+            _ => None,
+        };
+        Ok(Self {
+            distance,
+            prepared,
+            cpu,
+        })
+    }
+
+    /// Entry `code` of the codebook into `out` (`[dim]`), from the CPU search's copy; false when
+    /// there is none or `code` is out of range.
+    pub(crate) fn entry_cpu(&self, code: usize, out: &mut [f32]) -> bool {
+        match &self.cpu {
+            Some(cpu) if code < cpu.keys.out_features() => {
+                cpu.keys.weight_row(code, out);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether [`Self::nearest_cpu`] can search.
+    pub(crate) fn has_cpu(&self) -> bool {
+        self.cpu.is_some()
+    }
+
+    /// [`Self::nearest`] of `rows` (`[n, dim]`, row-major) in plain buffers, for a Euclidean
+    /// codebook of f32 on the CPU (`None` otherwise): the same formula, `(|x|² - 2 x·c) + |c|²`,
+    /// with the products by the packed kernel and `|x|²` over eight lanes. Also writes entry
+    /// `code` of each row into `entries` (`[n, dim]`) when given.
+    pub(crate) fn nearest_cpu(
+        &self,
+        rows: &[f32],
+        entries: Option<&mut [f32]>,
+    ) -> Option<Vec<u32>> {
+        let cpu = self.cpu.as_ref()?;
+        let dim = cpu.keys.in_features();
+        let n = rows.len() / dim;
+        let doubled: Vec<f32> = rows.iter().map(|&v| 2.0 * v).collect();
+        let dots = cpu.keys.forward(&doubled, n);
+        let row_norms: Vec<f32> = rows.chunks_exact(dim).map(sum_of_squares).collect();
+        let kn = &cpu.key_norms;
+        let codes = cpu::argmin_rows(&dots, kn.len(), |i, dots, out| {
+            let r = row_norms[i];
+            for ((o, &x), &c) in out.iter_mut().zip(dots).zip(kn) {
+                *o = (r - x) + c;
+            }
+        });
+        if let Some(entries) = entries {
+            for (dst, &code) in entries.chunks_exact_mut(dim).zip(&codes) {
+                cpu.keys.weight_row(code as usize, dst);
+            }
+        }
+        Some(codes)
     }
 
     pub(crate) fn distance(&self) -> Distance {
@@ -162,7 +239,7 @@ mod cpu {
 
     /// Per row of `values` (`[n, k]`), `argmin_first` of the distances that `fill` writes for
     /// it (`fill(row, values, out)`), in parallel over blocks of rows.
-    fn argmin_rows(
+    pub(super) fn argmin_rows(
         values: &[f32],
         k: usize,
         fill: impl Fn(usize, &[f32], &mut [f32]) + Sync,
@@ -265,6 +342,19 @@ mod cpu {
             assert_eq!(argmin_first(&[f32::NAN, 3.0, f32::NAN]), 1);
         }
     }
+}
+
+/// `sum x²` over eight lanes (vectorised; the order differs from a sequential sum by rounding).
+fn sum_of_squares(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v * v;
+        }
+    }
+    acc.iter().sum::<f32>() + rest.iter().map(|v| v * v).sum::<f32>()
 }
 
 fn squared(keys: &Tensor) -> Result<Prepared> {

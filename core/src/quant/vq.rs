@@ -246,6 +246,12 @@ impl VectorQuantizer {
         self.search.nearest(&self.project_in(x)?)
     }
 
+    /// The stage's search when it can run on plain CPU buffers: no projections, a Euclidean
+    /// codebook of f32 on the CPU.
+    pub(crate) fn cpu_search(&self) -> Option<&NearestSearch> {
+        (self.projections.is_none() && self.search.has_cpu()).then_some(&self.search)
+    }
+
     /// Codes `[n]` and quantized rows `[n, dim]` of latent rows `[n, dim]` (n >= 1).
     pub(crate) fn quantize_rows(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let latent = self.project_in(x)?;
