@@ -131,6 +131,18 @@ fn run(x: &[f32], batch: usize, c: usize, l: usize, p: &Parts, unit: &EluResidua
     let mut out = vec![0f32; batch * c * l];
     let shared = SharedOut::new(&mut out);
     let work = (c * p.hidden * (p.kernel + 1) + c * c) * tile;
+    // With a shortcut conv, it and conv2 run as one pointwise conv over `[x; hidden]`: the
+    // output rows are accumulated once instead of twice. Weights `[c, c + hidden]`, the
+    // shortcut's first, so every output sums in the same order as the two convs one after the
+    // other (the same bits).
+    let joint: Option<Vec<f32>> = p.shortcut.map(|(ws, _)| {
+        let mut w = Vec::with_capacity(c * (c + p.hidden));
+        for r in 0..c {
+            w.extend_from_slice(&ws[r * c..][..c]);
+            w.extend_from_slice(&p.w2.0[r * p.hidden..][..p.hidden]);
+        }
+        w
+    });
     run_jobs(batch * n_tiles, work, |job, scratch, _threads| {
         let b = job / n_tiles;
         let t0 = (job % n_tiles) * tile;
@@ -189,19 +201,39 @@ fn run(x: &[f32], batch: usize, c: usize, l: usize, p: &Parts, unit: &EluResidua
                 }
             }
         }
-        if let Some((ws, _)) = p.shortcut {
-            rows_conv(&mut rows, nt, (&xb[t0..], l), c, ws, 1, 1, &mut scratch.b);
+        match &joint {
+            Some(w) => {
+                // [x; hidden] for this tile, then both pointwise convs in one pass.
+                let both = &mut scratch.d;
+                both.clear();
+                both.reserve((c + p.hidden) * nt);
+                for r in 0..c {
+                    both.extend_from_slice(&xb[r * l + t0..][..nt]);
+                }
+                both.extend_from_slice(&hidden);
+                let both = &scratch.d;
+                rows_conv(
+                    &mut rows,
+                    nt,
+                    (both, nt),
+                    c + p.hidden,
+                    w,
+                    1,
+                    1,
+                    &mut scratch.b,
+                );
+            }
+            None => rows_conv(
+                &mut rows,
+                nt,
+                (&hidden, nt),
+                p.hidden,
+                p.w2.0,
+                1,
+                1,
+                &mut scratch.b,
+            ),
         }
-        rows_conv(
-            &mut rows,
-            nt,
-            (&hidden, nt),
-            p.hidden,
-            p.w2.0,
-            1,
-            1,
-            &mut scratch.b,
-        );
         scratch.c = hidden;
     });
     out
