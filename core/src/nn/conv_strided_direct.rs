@@ -143,15 +143,7 @@ mod tests {
     use super::*;
     use crate::nn::conv::EdgeMode;
     use crate::nn::conv_cpu::PreAct;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
-                (h % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::nn::test_values as values;
 
     /// The definition in f64: pad by `edge`, ELU when asked, strided correlation, bias, residual.
     fn reference(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec<f64> {

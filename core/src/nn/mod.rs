@@ -31,3 +31,14 @@ pub use packed_linear::PackedLinear;
 pub use residual_unit::EluResidualUnit;
 pub use rng::NormalRng;
 pub use snake::Snake1d;
+
+/// Deterministic values in [-1, 1] for the kernels' tests.
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
+            (h % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}

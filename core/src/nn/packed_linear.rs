@@ -359,15 +359,7 @@ packed_kernel!(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
-                (h % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::nn::test_values as values;
 
     fn with_kernel(lin: &PackedLinear, x: &[f32], m: usize, kernel: Kernel) -> Vec<f32> {
         let mut y = vec![f32::NAN; m * lin.n];

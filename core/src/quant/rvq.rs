@@ -167,6 +167,18 @@ impl ResidualVectorQuantizer {
         validate::latents(x, self.dim(), self.device(), who)
     }
 
+    /// The first `n_q` stages' CPU searches, when there are no projections around the stack
+    /// and every one of those stages has one.
+    fn cpu_searches(&self, n_q: usize) -> Option<Vec<&super::distance::NearestSearch>> {
+        if self.projections.is_some() {
+            return None;
+        }
+        self.stages[..n_q]
+            .iter()
+            .map(VectorQuantizer::cpu_search)
+            .collect()
+    }
+
     /// [`Self::encode_n`] in plain buffers when every stage can search on the CPU (EnCodec's
     /// Euclidean f32 codebooks without projections), else `None`. Through tensors, each stage
     /// made five small element-wise ops, which candle runs on its own thread pool: its workers
@@ -179,14 +191,10 @@ impl ResidualVectorQuantizer {
         batch: usize,
         frames: usize,
     ) -> Result<Option<Tensor>> {
-        let searches: Option<Vec<_>> = self.stages[..n_q]
-            .iter()
-            .map(VectorQuantizer::cpu_search)
-            .collect();
-        let Some(searches) = searches else {
+        let Some(searches) = self.cpu_searches(n_q) else {
             return Ok(None);
         };
-        if self.projections.is_some() || x.dtype() != DType::F32 || !x.device().is_cpu() {
+        if x.dtype() != DType::F32 || !x.device().is_cpu() {
             return Ok(None);
         }
         let mut residual = rows::to_rows(x)?.flatten_all()?.to_vec1::<f32>()?;
@@ -223,14 +231,10 @@ impl ResidualVectorQuantizer {
         batch: usize,
         frames: usize,
     ) -> Result<Option<Tensor>> {
-        let searches: Option<Vec<_>> = self.stages[..n_q]
-            .iter()
-            .map(VectorQuantizer::cpu_search)
-            .collect();
-        let Some(searches) = searches else {
+        let Some(searches) = self.cpu_searches(n_q) else {
             return Ok(None);
         };
-        if self.projections.is_some() || !codes.device().is_cpu() {
+        if !codes.device().is_cpu() {
             return Ok(None);
         }
         let dim = self.dim();
