@@ -10,7 +10,8 @@
 //!
 //! A step is bound by reading the weights from L3 (2 MiB per thread per step at d = 512, two
 //! threads): the weights are laid out so that each thread reads its slab strictly front to back
-//! in aligned cache lines (see [`PackedRecurrent`]).
+//! in aligned cache lines (see [`PackedRecurrent`]), and every other step walks it backwards,
+//! so that what the step before read last is still in L2.
 //!
 //! Every unit's arithmetic (dot products by fused multiply-adds over sixteen fixed lanes, then
 //! the gates) is the same whatever the number of threads or the instruction set, so the result
@@ -216,7 +217,7 @@ fn run_units_generic(
         }
         // Unit-major, items inside: a unit's four rows (4 d floats) are read from memory once per
         // step and reused from L1 for every item.
-        for (u, block) in slab.chunks_exact(4 * w.runs).enumerate() {
+        let mut unit = |(u, block): (usize, &[Line])| {
             for i in 0..items {
                 let dots = dot4(block, &h_prev[i * dp..][..dp]);
                 let g = &pre[(i * steps + s) * 4 * d..][..4 * d];
@@ -224,6 +225,17 @@ fn run_units_generic(
                     z[(i * 4 + gate) * n + u] = g[gate * d + j0 + u] + dot;
                 }
             }
+        };
+        // Every other step walks the slab backwards: the lines the last step read last are the
+        // ones still in L2, so a slab somewhat larger than L2 is partly served from it instead
+        // of being evicted line by line just before it is needed again (LRU on a cyclic sweep).
+        // At d = 512 on a Xeon with 2 MiB of L2 per core, 750 steps: two threads (2 MiB slabs)
+        // 33-37 -> 28 ms, one thread 117 -> 83 ms.
+        let blocks = slab.chunks_exact(4 * w.runs).enumerate();
+        if s % 2 == 0 {
+            blocks.for_each(&mut unit);
+        } else {
+            blocks.rev().for_each(&mut unit);
         }
         for i in 0..items {
             let zs = &z[i * 4 * n..][..4 * n];
