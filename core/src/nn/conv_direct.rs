@@ -4,16 +4,15 @@
 //! EnCodec, Mimi, DAC, SNAC) the im2col + gemm path spends more time copying than multiplying:
 //! im2col writes `c_in * k` floats per output sample, gemm packs them again, and its 64 x 6
 //! micro-tile is mostly empty when the layer has 16 output channels. Here a register block of
-//! 4 output channels x 16 (AVX2) or 64 (AVX-512) samples accumulates straight from the
-//! (activated, zero-padded) input rows: every input vector loaded serves 4 channels, every
-//! broadcast weight 16-64 samples, and nothing is copied. One thread reaches 100-110 GFLOP/s
+//! 4 output channels x 16 samples (AVX2) or 8 x 48 (AVX-512) accumulates straight from the
+//! (activated, zero-padded) input rows: every input vector loaded serves 4-8 channels, every
+//! broadcast weight 16-48 samples, and nothing is copied. One thread reaches 100-110 GFLOP/s
 //! at 16-128 output channels (about the FMA peak of one core of the development machine),
-//! where the im2col + gemm path gave 30-60 at 16-64 channels.
+//! where the im2col + gemm path gave 30-60 at 16-64 channels; on a Xeon with two 512-bit FMA
+//! units per core it is about half that core's peak.
 
 use std::ops::Range;
 
-/// Output channels per register block.
-const CO: usize = 4;
 // (Column windows outermost, so that a window's input stays in L1 across row groups, measured
 // no faster: the kernel is bound by the FMA units, not by L2.)
 
@@ -64,8 +63,9 @@ pub(crate) fn conv_rows(rows: &mut [&mut [f32]], cols: usize, tile: &DirectTile<
     #[cfg(target_arch = "x86_64")]
     if available() {
         let wide = std::is_x86_feature_detected!("avx512f");
-        for (b, block) in rows.chunks_mut(CO).enumerate() {
-            let w = &tile.weight[b * CO * ck..];
+        let co = if wide { avx512::CO } else { avx2::CO };
+        for (b, block) in rows.chunks_mut(co).enumerate() {
+            let w = &tile.weight[b * co * ck..];
             // SAFETY: the kernel's features are present (checked), and the asserts above
             // bound every access it makes.
             unsafe {
@@ -102,14 +102,15 @@ fn scalar_columns(row: &mut [f32], cols: Range<usize>, w: &[f32], tile: &DirectT
 
 /// One instruction set's kernel: `$lanes`-wide vectors, blocks of [`CO`] rows x `$tv` vectors.
 macro_rules! direct_kernel {
-    ($module:ident, $features:literal, $vec:ty, $lanes:expr, $tv:expr,
+    ($module:ident, $features:literal, $vec:ty, $lanes:expr, $co:expr, $tv:expr,
      $zero:ident, $load:ident, $store:ident, $set1:ident, $fma:ident) => {
         #[cfg(target_arch = "x86_64")]
         mod $module {
             use std::arch::x86_64::*;
 
-            use super::{CO, DirectTile, scalar_columns};
+            use super::{DirectTile, scalar_columns};
 
+            pub(super) const CO: usize = $co;
             const LANES: usize = $lanes;
             const TV: usize = $tv;
 
@@ -222,12 +223,15 @@ macro_rules! direct_kernel {
 }
 
 // Blocks of 4 rows x 2 vectors keep AVX2's 16 registers free of spills (4 x 3 spilled and ran
-// at half the speed); AVX-512's 32 registers take 4 x 4.
+// at half the speed). AVX-512's 32 registers take 8 x 3: 11 loads per 24 FMAs instead of 8 per
+// 16; on a Xeon (two 512-bit FMA units) Mimi ran 2-5% faster than with 4 x 4, and 6 x 4, 4 x 6
+// and 12 x 2 were no better in isolation (all near 100 GFLOP/s on one core, half its peak).
 direct_kernel!(
     avx2,
     "avx2,fma",
     __m256,
     8,
+    4,
     2,
     _mm256_setzero_ps,
     _mm256_loadu_ps,
@@ -240,7 +244,8 @@ direct_kernel!(
     "avx512f",
     __m512,
     16,
-    4,
+    8,
+    3,
     _mm512_setzero_ps,
     _mm512_loadu_ps,
     _mm512_storeu_ps,
@@ -262,6 +267,8 @@ mod tests {
             (4, 3, 9, 3, 7, true),
             (2, 4, 1, 9, 57, false),
             (3, 3, 2, 5, 700, true),
+            (3, 3, 1, 16, 100, true),
+            (2, 5, 3, 13, 150, false),
         ] {
             let stride = cols + dilation * (kernel - 1) + 5;
             let input = values(c_in * stride, 1);
@@ -286,9 +293,9 @@ mod tests {
                 let mut narrow = start.clone();
                 let mut rows: Vec<&mut [f32]> = narrow.chunks_mut(cols).collect();
                 let ck = c_in * kernel;
-                for (b, block) in rows.chunks_mut(CO).enumerate() {
+                for (b, block) in rows.chunks_mut(avx2::CO).enumerate() {
                     // SAFETY: AVX2 and FMA present; shapes as conv_rows checked them.
-                    unsafe { avx2::block_rows(block, cols, &weight[b * CO * ck..], &tile) };
+                    unsafe { avx2::block_rows(block, cols, &weight[b * avx2::CO * ck..], &tile) };
                 }
                 drop(rows);
                 assert!(narrow == out, "AVX2 and the dispatched kernel differ");
