@@ -201,9 +201,9 @@ fn run(x: &[f32], batch: usize, c: usize, l: usize, p: &Parts, unit: &EluResidua
                 }
             }
         }
-        match &joint {
+        // [x; hidden] for this tile when the shortcut and conv2 run as one pointwise conv.
+        let (input, depth, w2) = match &joint {
             Some(w) => {
-                // [x; hidden] for this tile, then both pointwise convs in one pass.
                 let both = &mut scratch.d;
                 both.clear();
                 both.reserve((c + p.hidden) * nt);
@@ -211,28 +211,29 @@ fn run(x: &[f32], batch: usize, c: usize, l: usize, p: &Parts, unit: &EluResidua
                     both.extend_from_slice(&xb[r * l + t0..][..nt]);
                 }
                 both.extend_from_slice(&hidden);
-                let both = &scratch.d;
-                rows_conv(
-                    &mut rows,
+                (&scratch.d[..], c + p.hidden, &w[..])
+            }
+            None => (&hidden[..], p.hidden, p.w2.0),
+        };
+        if direct(c) {
+            rows_conv(&mut rows, nt, (input, nt), depth, w2, 1, 1);
+        } else {
+            drop(rows);
+            // SAFETY: as above, this job alone touches these columns of these rows.
+            unsafe {
+                gemm_conv(
+                    &shared,
+                    (dst, l),
+                    c,
                     nt,
-                    (both, nt),
-                    c + p.hidden,
-                    w,
+                    (input, nt),
+                    depth,
+                    w2,
                     1,
                     1,
                     &mut scratch.b,
-                );
-            }
-            None => rows_conv(
-                &mut rows,
-                nt,
-                (&hidden, nt),
-                p.hidden,
-                p.w2.0,
-                1,
-                1,
-                &mut scratch.b,
-            ),
+                )
+            };
         }
         scratch.c = hidden;
     });
@@ -251,13 +252,37 @@ fn tile_conv(
     dilation: usize,
     col: &mut Vec<f32>,
 ) {
-    let mut rows: Vec<&mut [f32]> = out.chunks_exact_mut(cols).collect();
-    rows_conv(&mut rows, cols, input, c_in, w, kernel, dilation, col);
+    let n_out = out.len() / cols;
+    if direct(n_out) {
+        let mut rows: Vec<&mut [f32]> = out.chunks_exact_mut(cols).collect();
+        rows_conv(&mut rows, cols, input, c_in, w, kernel, dilation);
+    } else {
+        let shared = SharedOut::new(out);
+        // SAFETY: `out` is borrowed exclusively for this call.
+        unsafe {
+            gemm_conv(
+                &shared,
+                (0, cols),
+                n_out,
+                cols,
+                input,
+                c_in,
+                w,
+                kernel,
+                dilation,
+                col,
+            )
+        };
+    }
 }
 
-/// `rows[r][j] += sum_{ci, kx} w[r][ci * kernel + kx] * input[ci][j + kx * dilation]`, `input`
-/// given as (data, row stride). The direct kernel for few output rows, else im2col + gemm.
-#[allow(clippy::too_many_arguments)]
+/// Whether a conv with `n_out` output rows runs on the direct kernel (else im2col + gemm).
+fn direct(n_out: usize) -> bool {
+    n_out <= DIRECT_MAX && conv_direct::available()
+}
+
+/// `rows[r][j] += sum_{ci, kx} w[r][ci * kernel + kx] * input[ci][j + kx * dilation]` by the
+/// direct kernel, `input` given as (data, row stride).
 fn rows_conv(
     rows: &mut [&mut [f32]],
     cols: usize,
@@ -266,22 +291,37 @@ fn rows_conv(
     w: &[f32],
     kernel: usize,
     dilation: usize,
+) {
+    let tile = DirectTile {
+        input,
+        row_stride,
+        c_in,
+        kernel,
+        dilation,
+        weight: w,
+        accumulate: true,
+    };
+    conv_direct::conv_rows(rows, cols, &tile);
+}
+
+/// The same sum by im2col + gemm, accumulated straight into the `n_out x cols` view of `out`
+/// at (offset, row stride): no copy of the rows in and out.
+///
+/// # Safety
+/// No other thread may access that view during the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_conv(
+    out: &SharedOut,
+    (offset, dst_rs): (usize, usize),
+    n_out: usize,
+    cols: usize,
+    (input, row_stride): (&[f32], usize),
+    c_in: usize,
+    w: &[f32],
+    kernel: usize,
+    dilation: usize,
     col: &mut Vec<f32>,
 ) {
-    let n_out = rows.len();
-    if n_out <= DIRECT_MAX || !conv_direct::available() {
-        let tile = DirectTile {
-            input,
-            row_stride,
-            c_in,
-            kernel,
-            dilation,
-            weight: w,
-            accumulate: true,
-        };
-        conv_direct::conv_rows(rows, cols, &tile);
-        return;
-    }
     let depth = c_in * kernel;
     let rhs = if kernel == 1 {
         MatRef::new(input, row_stride, 1)
@@ -289,18 +329,11 @@ fn rows_conv(
         im2col_rows(input, row_stride, c_in, kernel, dilation, cols, col);
         MatRef::new(col, cols, 1)
     };
-    // The rows are consecutive slices of one buffer only in `tile_conv`; here they may be
-    // anywhere, so gemm writes each block of rows through a small contiguous buffer.
-    let mut acc = vec![0f32; n_out * cols];
-    for (r, row) in rows.iter().enumerate() {
-        acc[r * cols..][..cols].copy_from_slice(&row[..cols]);
-    }
-    let shared = SharedOut::new(&mut acc);
-    // SAFETY: `acc` is local to this call.
+    // SAFETY: exclusive by the caller's contract.
     unsafe {
-        shared.sgemm_into(
-            0,
-            cols,
+        out.sgemm_into(
+            offset,
+            dst_rs,
             n_out,
             cols,
             depth,
@@ -310,9 +343,6 @@ fn rows_conv(
             1,
         )
     };
-    for (r, row) in rows.iter_mut().enumerate() {
-        row[..cols].copy_from_slice(&acc[r * cols..][..cols]);
-    }
 }
 
 /// The im2col block of a stride-1 conv over `cols` outputs: row `ci * kernel + kx`, column `j`
