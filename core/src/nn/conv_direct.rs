@@ -145,7 +145,8 @@ macro_rules! direct_kernel {
                         }
                         return;
                     }
-                    // 1-3 rows (the last block): one row at a time, with more vectors each.
+                    // Fewer than CO rows (the last block): one row at a time, with more vectors
+                    // each.
                     for r in 0..rows.len() {
                         let mut j = 0;
                         let row = std::slice::from_mut(&mut rows[r]);
