@@ -48,6 +48,26 @@ fn span(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
     }
 }
 
+/// An output buffer of `len` floats for jobs that each initialise their own part (through
+/// [`SharedOut::new_uninit`] and [`SharedOut::init_row`]): no clearing pass over a buffer that is
+/// about to be overwritten, which on a 30 MB activation costs a write of the whole signal.
+pub(crate) fn uninit_buffer(len: usize) -> Vec<std::mem::MaybeUninit<f32>> {
+    let mut buf = Vec::with_capacity(len);
+    // SAFETY: `MaybeUninit` needs no initialisation, and the capacity is `len`.
+    unsafe { buf.set_len(len) };
+    buf
+}
+
+/// The buffer from [`uninit_buffer`] as floats.
+///
+/// # Safety
+/// Every element must have been written.
+pub(crate) unsafe fn assume_init(buf: Vec<std::mem::MaybeUninit<f32>>) -> Vec<f32> {
+    let mut buf = std::mem::ManuallyDrop::new(buf);
+    // SAFETY: same allocation, layout and length; initialised by the caller's contract.
+    unsafe { Vec::from_raw_parts(buf.as_mut_ptr().cast(), buf.len(), buf.capacity()) }
+}
+
 /// A raw output pointer that jobs writing disjoint regions may share across threads.
 #[derive(Clone, Copy)]
 pub(crate) struct SharedOut {
@@ -87,6 +107,37 @@ impl SharedOut {
                 unsafe { std::slice::from_raw_parts_mut(self.ptr.add(offset + i * rs), cols) };
             row.fill(v);
         }
+    }
+
+    /// A view of a buffer whose elements are not written yet. Jobs must write each element
+    /// (by [`SharedOut::init_row`]) before anything reads it.
+    pub fn new_uninit(buf: &mut [std::mem::MaybeUninit<f32>]) -> Self {
+        SharedOut {
+            ptr: buf.as_mut_ptr().cast(),
+            len: buf.len(),
+        }
+    }
+
+    /// Row `offset..offset + len` with element `j` first set to `value(j)`: the one way to
+    /// start writing a buffer from [`SharedOut::new_uninit`].
+    ///
+    /// # Safety
+    /// No other thread may access those elements while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn init_row(
+        &self,
+        offset: usize,
+        len: usize,
+        mut value: impl FnMut(usize) -> f32,
+    ) -> &mut [f32] {
+        assert!(offset + len <= self.len);
+        for j in 0..len {
+            // SAFETY: in bounds by the assert; exclusive by the caller's contract. `write`
+            // does not read the old (possibly uninitialised) value.
+            unsafe { self.ptr.add(offset + j).write(value(j)) };
+        }
+        // SAFETY: as above, and every element of the row is now initialised.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(offset), len) }
     }
 
     /// A mutable row `offset..offset + len`.

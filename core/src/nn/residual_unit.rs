@@ -11,10 +11,10 @@
 use candle_core::Tensor;
 
 use super::conv::{Conv1d, EdgeMode};
-use super::conv_cpu::{PreAct, fill_span, run_jobs};
+use super::conv_cpu::{PreAct, fill_span_strided, run_jobs};
 use super::conv_direct::{self, DirectTile};
 use super::elu::elu_in_place;
-use super::gemm::{MatRef, SharedOut};
+use super::gemm::{MatRef, SharedOut, assume_init, uninit_buffer};
 
 /// The unit's layers and `conv1`'s padding (the convs themselves have padding 0).
 #[derive(Clone, Copy, Debug)]
@@ -41,17 +41,29 @@ impl EluResidualUnit<'_> {
         let Some(parts) = self.cpu_parts(x)? else {
             return Ok(None);
         };
-        let x = x.contiguous()?;
         let (b, c, l) = x.dims3()?;
+        if b * c == 0 || l == 0 {
+            return Ok(None);
+        }
+        // A view trimmed in time (a transposed conv's output) is read in place: rows of `l`
+        // samples, `row_stride` apart.
+        let trimmed = |st: &[usize]| st[2] == 1 && st[1] >= l && (b == 1 || st[0] == c * st[1]);
+        let x = if trimmed(x.stride()) {
+            x.clone()
+        } else {
+            x.contiguous()?
+        };
+        let row_stride = x.stride()[1];
         let (storage, layout) = x.storage_and_layout();
         let candle_core::Storage::Cpu(cpu) = &*storage else {
             return Ok(None);
         };
-        let Some((start, end)) = layout.contiguous_offsets() else {
+        let start = layout.start_offset();
+        let span = (b * c - 1) * row_stride + l;
+        let Some(xs) = cpu.as_slice::<f32>()?.get(start..start + span) else {
             return Ok(None);
         };
-        let xs = &cpu.as_slice::<f32>()?[start..end];
-        let out = run(xs, b, c, l, &parts, self);
+        let out = run((xs, row_stride), b, c, l, &parts, self);
         Ok(Some(Tensor::from_vec(out, (b, c, l), x.device())?))
     }
 
@@ -123,13 +135,21 @@ struct Parts<'a> {
     dilation: usize,
 }
 
-fn run(x: &[f32], batch: usize, c: usize, l: usize, p: &Parts, unit: &EluResidualUnit) -> Vec<f32> {
+/// The unit over `x`: `[batch, c]` rows of `l` samples, `row_stride` apart. Returns `[batch, c, l]`.
+fn run(
+    (x, rs): (&[f32], usize),
+    batch: usize,
+    c: usize,
+    l: usize,
+    p: &Parts,
+    unit: &EluResidualUnit,
+) -> Vec<f32> {
     let reach = p.dilation * (p.kernel - 1);
     let tile = ((1usize << 15) / c.max(p.hidden).max(1)).clamp(48, 2048) / 48 * 48;
     let tile = tile.min(l);
     let n_tiles = l.div_ceil(tile);
-    let mut out = vec![0f32; batch * c * l];
-    let shared = SharedOut::new(&mut out);
+    let mut out = uninit_buffer(batch * c * l);
+    let shared = SharedOut::new_uninit(&mut out);
     let work = (c * p.hidden * (p.kernel + 1) + c * c) * tile;
     // With a shortcut conv, it and conv2 run as one pointwise conv over `[x; hidden]`: the
     // output rows are accumulated once instead of twice. Weights `[c, c + hidden]`, the
@@ -147,14 +167,14 @@ fn run(x: &[f32], batch: usize, c: usize, l: usize, p: &Parts, unit: &EluResidua
         let b = job / n_tiles;
         let t0 = (job % n_tiles) * tile;
         let nt = tile.min(l - t0);
-        let xb = &x[b * c * l..][..c * l];
+        let xb = &x[b * c * rs..];
         let len = nt + reach;
         // The padded, activated input of conv1 for this tile: [c, len].
         let first = t0 as isize - unit.pad.0 as isize;
         let elu = Some(PreAct::Elu);
-        fill_span(
+        fill_span_strided(
             &mut scratch.a,
-            xb,
+            (xb, rs),
             l,
             c,
             0,
@@ -183,24 +203,24 @@ fn run(x: &[f32], batch: usize, c: usize, l: usize, p: &Parts, unit: &EluResidua
         elu_in_place(&mut hidden);
         // out = biases + shortcut(x) + conv2(hidden), written into the tile's output rows.
         let dst = b * c * l + t0;
-        // SAFETY: job (b, tile) alone writes columns t0..t0+nt of batch b's rows.
-        let mut rows: Vec<&mut [f32]> = (0..c)
-            .map(|r| unsafe { shared.row(dst + r * l, nt) })
-            .collect();
         let bias = |r: usize| {
             p.w2.1.map_or(0.0, |b| b[r]) + p.shortcut.and_then(|s| s.1).map_or(0.0, |b| b[r])
         };
-        for (r, row) in rows.iter_mut().enumerate() {
-            match p.shortcut {
-                Some(_) => row.fill(bias(r)),
-                None => {
-                    let bias = bias(r);
-                    for (o, &v) in row.iter_mut().zip(&xb[r * l + t0..][..nt]) {
-                        *o = v + bias;
+        // The rows start as the biases (plus `x` without a shortcut conv).
+        // SAFETY: job (b, tile) alone writes columns t0..t0+nt of batch b's rows, and it
+        // initialises them here, before anything reads them.
+        let mut rows: Vec<&mut [f32]> = (0..c)
+            .map(|r| {
+                let bias = bias(r);
+                let x_row = &xb[r * rs + t0..][..nt];
+                unsafe {
+                    match p.shortcut {
+                        Some(_) => shared.init_row(dst + r * l, nt, |_| bias),
+                        None => shared.init_row(dst + r * l, nt, |j| x_row[j] + bias),
                     }
                 }
-            }
-        }
+            })
+            .collect();
         // [x; hidden] for this tile when the shortcut and conv2 run as one pointwise conv.
         let (input, depth, w2) = match &joint {
             Some(w) => {
@@ -208,7 +228,7 @@ fn run(x: &[f32], batch: usize, c: usize, l: usize, p: &Parts, unit: &EluResidua
                 both.clear();
                 both.reserve((c + p.hidden) * nt);
                 for r in 0..c {
-                    both.extend_from_slice(&xb[r * l + t0..][..nt]);
+                    both.extend_from_slice(&xb[r * rs + t0..][..nt]);
                 }
                 both.extend_from_slice(&hidden);
                 (&scratch.d[..], c + p.hidden, &w[..])
@@ -237,7 +257,8 @@ fn run(x: &[f32], batch: usize, c: usize, l: usize, p: &Parts, unit: &EluResidua
         }
         scratch.c = hidden;
     });
-    out
+    // SAFETY: the jobs cover every (batch, row, column) and each initialised its rows above.
+    unsafe { assume_init(out) }
 }
 
 /// `out[r] += conv(input)[r]` over `[rows, cols]` in a contiguous buffer.
@@ -458,6 +479,27 @@ mod tests {
                         assert!(diff < 1e-4, "c {c} {mode:?} {pad:?}: {diff}");
                     }
                 }
+            }
+            // A view trimmed in time (as a transposed conv's output is) is read in place and
+            // gives the bits of its contiguous copy.
+            let wide = Tensor::randn(0f32, 1., (2, c, l + 7), &dev).unwrap();
+            let view = wide.narrow(2, 3, l).unwrap();
+            assert!(!view.is_contiguous());
+            for shortcut in [None, Some(&short)] {
+                let unit = EluResidualUnit {
+                    conv1: &conv1,
+                    conv2: &conv2,
+                    shortcut,
+                    pad: (total, 0),
+                    mode: EdgeMode::Zeros,
+                };
+                let got = unit.forward_cpu(&view).unwrap().unwrap();
+                let want = unit
+                    .forward_cpu(&view.contiguous().unwrap())
+                    .unwrap()
+                    .unwrap();
+                let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                assert!(bits(&got) == bits(&want), "c {c}: the trimmed view differs");
             }
             // Shapes outside the unit's form are left to the caller.
             let unit = EluResidualUnit {
