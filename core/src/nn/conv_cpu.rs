@@ -26,7 +26,7 @@ use super::conv::EdgeMode;
 use super::conv_direct::{self, DirectTile};
 use super::conv_strided_direct;
 use super::elu::{elu_in_place, elu_into};
-use super::gemm::{MatRef, SharedOut};
+use super::gemm::{MatRef, SharedOut, assume_init, uninit_buffer};
 use super::snake_cpu::{SnakeParams, snake_in_place};
 
 /// An activation applied to a kernel's input samples as they are copied into its tile.
@@ -293,8 +293,8 @@ pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec
     }
     .min(l_out);
     let n_tiles = l_out.div_ceil(tile);
-    let mut out = vec![0f32; g.batch * g.c_out * l_out];
-    let shared = SharedOut::new(&mut out);
+    let mut out = uninit_buffer(g.batch * g.c_out * l_out);
+    let shared = SharedOut::new_uninit(&mut out);
     let work = cout_g * rows * tile * g.groups;
     let reach = g.dilation * (g.kernel - 1);
     run_jobs(g.batch * n_tiles, work, |job, scratch, threads| {
@@ -371,11 +371,13 @@ pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec
             unsafe { shared.sgemm_into(dst, l_out, cout_g, nt, rows, lhs, rhs, init, threads) };
         }
     });
-    out
+    // SAFETY: the jobs cover every (batch, group, tile), and `init_rows` wrote all their rows.
+    unsafe { assume_init(out) }
 }
 
-/// Fill the output rows of a tile with bias and residual before gemm accumulates into them;
-/// false when there is nothing to add (gemm then overwrites).
+/// Initialise the output rows of a tile: bias and residual, which the kernel then accumulates
+/// onto, or zeros, and false when there is nothing to add (the kernel then overwrites). Every
+/// element is written here, so the output may come from [`uninit_buffer`].
 ///
 /// # Safety
 /// The caller must own the tile.
@@ -388,24 +390,21 @@ pub(crate) unsafe fn init_rows(
     first_channel: usize,
     f: &Fusion,
 ) -> bool {
-    if f.bias.is_none() && f.residual.is_none() {
-        return false;
-    }
+    let adds = f.bias.is_some() || f.residual.is_some();
     for r in 0..rows {
-        // SAFETY: the caller owns the tile.
-        let row = unsafe { out.row(dst + r * stride, cols) };
         let b = f.bias.map_or(0.0, |b| b[first_channel + r]);
-        match f.residual {
-            Some(res) => {
-                row.copy_from_slice(&res[dst + r * stride..][..cols]);
-                if b != 0.0 {
-                    row.iter_mut().for_each(|v| *v += b);
-                }
+        let at = dst + r * stride;
+        // SAFETY: the caller owns the tile.
+        unsafe {
+            match f.residual {
+                // `+ 0.0` would turn -0.0 into 0.0: add only a bias there is.
+                Some(res) if b != 0.0 => out.init_row(at, cols, |j| res[at + j] + b),
+                Some(res) => out.init_row(at, cols, |j| res[at + j]),
+                None => out.init_row(at, cols, |_| b),
             }
-            None => row.fill(b),
-        }
+        };
     }
-    true
+    adds
 }
 
 /// The im2col block of output columns `t0..t0 + nt`: row `ci * kernel + kx`, column `j` holds
@@ -451,8 +450,8 @@ pub(crate) fn conv1d_single_input(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom
     let tile = l_out.min(4096);
     let n_tiles = l_out.div_ceil(tile);
     let reach = g.dilation * (k - 1);
-    let mut out = vec![0f32; g.batch * g.c_out * l_out];
-    let shared = SharedOut::new(&mut out);
+    let mut out = uninit_buffer(g.batch * g.c_out * l_out);
+    let shared = SharedOut::new_uninit(&mut out);
     (0..g.batch * g.c_out * n_tiles)
         .into_par_iter()
         .for_each_init(Scratch::default, |scratch, job| {
@@ -475,9 +474,9 @@ pub(crate) fn conv1d_single_input(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom
                 f.pre,
                 None,
             );
+            let bias = f.bias.map_or(0.0, |b| b[co]);
             // SAFETY: job (row, tile) alone writes these samples.
-            let o = unsafe { shared.row(row * l_out + t0, nt) };
-            o.fill(f.bias.map_or(0.0, |b| b[co]));
+            let o = unsafe { shared.init_row(row * l_out + t0, nt, |_| bias) };
             depthwise_row(o, &scratch.a, &w[co * k..][..k], g.stride, g.dilation);
             if let Some(post) = f.post {
                 snake_in_place(o, post.alpha[co], post.inv[co]);
@@ -488,7 +487,8 @@ pub(crate) fn conv1d_single_input(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom
                 }
             }
         });
-    out
+    // SAFETY: the jobs cover every (row, tile), each initialised by `init_row`.
+    unsafe { assume_init(out) }
 }
 
 /// The residual unit of depthwise-separable codecs, `x + pw(post(dw(pre(x))))`, one time tile
@@ -509,8 +509,8 @@ pub(crate) fn residual_dw_pw(
     let tile = ((1usize << 16) / c.max(1)).clamp(256, 2048).min(l);
     let n_tiles = l.div_ceil(tile);
     let reach = g.dilation * (k - 1);
-    let mut out = vec![0f32; g.batch * c * l];
-    let shared = SharedOut::new(&mut out);
+    let mut out = uninit_buffer(g.batch * c * l);
+    let shared = SharedOut::new_uninit(&mut out);
     run_jobs(g.batch * n_tiles, c * c * tile, |job, scratch, threads| {
         let b = job / n_tiles;
         let t0 = (job % n_tiles) * tile;
@@ -561,7 +561,8 @@ pub(crate) fn residual_dw_pw(
             );
         }
     });
-    out
+    // SAFETY: the jobs cover every (batch, tile), and `init_rows` wrote all their rows.
+    unsafe { assume_init(out) }
 }
 
 /// `o[t] += sum_k w[k] * padded[t * stride + k * dilation]`.

@@ -17,7 +17,7 @@
 
 use super::conv_cpu::{ConvGeom, Fusion, fill_span, init_rows, run_jobs};
 use super::conv_direct::{self, DirectTile};
-use super::gemm::SharedOut;
+use super::gemm::{SharedOut, assume_init, uninit_buffer};
 
 /// Output channels up to which strided convs run here.
 pub(crate) const MAX_OUT_CHANNELS: usize = 64;
@@ -71,8 +71,8 @@ pub(crate) fn conv1d_strided_polyphase(x: &[f32], w: &[f32], f: &Fusion, g: &Con
         .clamp(1, g.c_out.div_ceil(4));
     let rows_per_part = g.c_out.div_ceil(row_parts).div_ceil(4) * 4;
     let row_parts = g.c_out.div_ceil(rows_per_part);
-    let mut out = vec![0f32; g.batch * g.c_out * l_out];
-    let shared = SharedOut::new(&mut out);
+    let mut out = uninit_buffer(g.batch * g.c_out * l_out);
+    let shared = SharedOut::new_uninit(&mut out);
     let work = rows_per_part * rows * taps * tile;
     run_jobs(
         g.batch * n_tiles * row_parts,
@@ -135,7 +135,8 @@ pub(crate) fn conv1d_strided_polyphase(x: &[f32], w: &[f32], f: &Fusion, g: &Con
             conv_direct::conv_rows(&mut out_rows, nt, &direct);
         },
     );
-    out
+    // SAFETY: the jobs cover every (batch, tile, row part), and `init_rows` wrote their rows.
+    unsafe { assume_init(out) }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 use super::conv::EdgeMode;
 use super::conv_cpu::{ConvTrGeom, PreAct, fill_span, run_jobs};
 use super::conv_direct::{self, DirectTile};
-use super::gemm::SharedOut;
+use super::gemm::{SharedOut, assume_init, uninit_buffer};
 
 /// Output channels up to which transposed convs take this path (when `conv_direct` has a
 /// kernel for the CPU and the dilation is 1).
@@ -64,8 +64,8 @@ pub(crate) fn conv_transpose1d_polyphase(
     let m_end = (p + l_out).div_ceil(s);
     let frames = ((1usize << 15) / g.c_in.max(1)).clamp(64, 2048) / 64 * 64;
     let n_tiles = (m_end - m_first).div_ceil(frames);
-    let mut out = vec![0f32; g.batch * g.c_out * l_out];
-    let shared = SharedOut::new(&mut out);
+    let mut out = uninit_buffer(g.batch * g.c_out * l_out);
+    let shared = SharedOut::new_uninit(&mut out);
     let work = g.c_out * g.c_in * g.kernel * frames;
     run_jobs(g.batch * n_tiles, work, |job, scratch, _threads| {
         let b = job / n_tiles;
@@ -114,16 +114,14 @@ pub(crate) fn conv_transpose1d_polyphase(
             }
             let t_lo = (m0 + lo) * s + r - p;
             for co in 0..g.c_out {
-                let span = (hi - lo - 1) * s + 1;
+                let src = &tmp[co * nm + lo..co * nm + hi];
                 // SAFETY: job (b, frame tile) alone writes samples (m0..m0 + nm) * s + r - p
                 // of batch b's rows, for every r.
-                let orow = unsafe { shared.row((b * g.c_out + co) * l_out + t_lo, span) };
-                let src = &tmp[co * nm + lo..co * nm + hi];
-                for (o, &v) in orow.iter_mut().step_by(s).zip(src) {
-                    *o = v;
-                }
+                unsafe { shared.write_strided((b * g.c_out + co) * l_out + t_lo, s, src) };
             }
         }
     });
-    out
+    // SAFETY: the frame tiles cover m_first..m_end and every phase r of each frame is written,
+    // which is every output sample.
+    unsafe { assume_init(out) }
 }

@@ -140,6 +140,22 @@ impl SharedOut {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(offset), len) }
     }
 
+    /// `values[i]` to element `offset + i * step` (initialising it, if the buffer came from
+    /// [`SharedOut::new_uninit`]).
+    ///
+    /// # Safety
+    /// No other thread may access those elements during the call.
+    pub unsafe fn write_strided(&self, offset: usize, step: usize, values: &[f32]) {
+        if values.is_empty() {
+            return;
+        }
+        assert!(step > 0 && offset + (values.len() - 1) * step < self.len);
+        for (i, &v) in values.iter().enumerate() {
+            // SAFETY: in bounds by the assert; exclusive by the caller's contract.
+            unsafe { self.ptr.add(offset + i * step).write(v) };
+        }
+    }
+
     /// A mutable row `offset..offset + len`.
     ///
     /// # Safety
