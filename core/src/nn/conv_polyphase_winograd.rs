@@ -116,7 +116,7 @@ pub(crate) fn conv1d_strided_winograd(
         // `a` of row `c s + j` holding phase `j` of frames a, m + a, 2 m + a, ...
         let first = base * s as isize - g.padding as isize;
         let parts = &mut scratch.b;
-        parts.clear();
+        // Every element is written by the regrouping below: only grown elements are cleared.
         parts.resize(rows * frames, 0.0);
         if first >= 0 && first as usize + s * frames <= g.l_in {
             // Inside the signal: gather straight from it.
@@ -317,7 +317,7 @@ pub(crate) fn conv_transpose1d_winograd(
             None,
         );
         let parts = &mut scratch.b;
-        parts.clear();
+        // Every element is written by `split_parts` below: only grown elements are cleared.
         parts.resize(c_in * frames, 0.0);
         for (src, dst) in scratch
             .c

@@ -52,6 +52,27 @@ fn regrouped(w: &[f32], g: &ConvGeom) -> (Vec<f32>, usize) {
     (p, taps)
 }
 
+/// `dst` row `r` (of `frames`) = samples `r, r + S, ..` of `src`: with the stride known at
+/// compile time the de-interleaving runs on vector shuffles instead of one strided load per
+/// sample.
+#[inline]
+fn split_phases<const S: usize>(src: &[f32], dst: &mut [f32], frames: usize) {
+    let (src, dst) = (&src[..S * frames], &mut dst[..S * frames]);
+    let mut rows: [&mut [f32]; S] = {
+        let mut rest = dst;
+        std::array::from_fn(|_| {
+            let (row, tail) = std::mem::take(&mut rest).split_at_mut(frames);
+            rest = tail;
+            row
+        })
+    };
+    for (f, frame) in src.chunks_exact(S).enumerate() {
+        for (row, &v) in rows.iter_mut().zip(frame) {
+            row[f] = v;
+        }
+    }
+}
+
 /// `conv(pre(pad(x))) + bias + residual` for a strided conv (see [`applies`]); `w` is torch's
 /// `[c_out, c_in, k]`.
 pub(crate) fn conv1d_strided_polyphase(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec<f32> {
@@ -104,14 +125,21 @@ pub(crate) fn conv1d_strided_polyphase(x: &[f32], w: &[f32], f: &Fusion, g: &Con
             );
             // Component rows: row ci * s + r holds samples r, r + s, ... of channel ci's span.
             let comp = &mut scratch.a;
-            comp.clear();
+            // Every element is written below: only grown elements are cleared.
             comp.resize(rows * frames, 0.0);
             for ci in 0..g.c_in {
                 let src = &scratch.b[ci * len..][..len];
-                for r in 0..s {
-                    let dst = &mut comp[(ci * s + r) * frames..][..frames];
-                    for (d, &v) in dst.iter_mut().zip(src[r..].iter().step_by(s)) {
-                        *d = v;
+                let dst = &mut comp[ci * s * frames..][..s * frames];
+                match s {
+                    2 => split_phases::<2>(src, dst, frames),
+                    4 => split_phases::<4>(src, dst, frames),
+                    _ => {
+                        for r in 0..s {
+                            let row = &mut dst[r * frames..][..frames];
+                            for (d, &v) in row.iter_mut().zip(src[r..].iter().step_by(s)) {
+                                *d = v;
+                            }
+                        }
                     }
                 }
             }

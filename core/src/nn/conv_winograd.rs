@@ -270,7 +270,7 @@ pub(crate) fn conv1d_winograd(
         // [c_in][part][span_blocks * d].
         let part_len = span_blocks * d;
         let parts = &mut scratch.c;
-        parts.clear();
+        // Every element is written by `split_parts` below: only grown elements are cleared.
         parts.resize(m * c_in * part_len, 0.0);
         for (row, dst) in scratch
             .b
@@ -335,12 +335,12 @@ pub(crate) fn tile_sums(
     threads: usize,
 ) {
     let (c_in, c_out, m) = (ww.c_in, ww.c_out, ww.m);
-    // Running sums of each output of the tiles, [m][c_out][tiles].
-    acc.clear();
+    // Running sums of each output of the tiles, [m][c_out][tiles]. Both buffers are written
+    // before they are read (each sum's first term, V's first term, M by gemm without
+    // accumulation), so only grown elements are cleared.
     acc.resize(m * c_out * tiles, 0.0);
     // One component at a time: V = B^T x [c_in][tiles], M = U V [c_out][tiles], then M
     // into the sums by A^T.
-    vm.clear();
     vm.resize((c_in + c_out) * tiles, 0.0);
     let (v, mm) = vm.split_at_mut(c_in * tiles);
     let mut comp = 0;
