@@ -3,7 +3,7 @@
 use candle_core::{CpuStorage, DType, Layout, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
-use tessera_core::nn::elu_f32;
+use tessera_core::nn::elu_into;
 
 /// `nn.ELU()` (alpha 1): `x` for `x > 0`, `expm1(x)` otherwise. torch uses `expm1`, which keeps
 /// full relative precision for small negative inputs where `exp(x) - 1` (candle's `elu`) does
@@ -37,11 +37,7 @@ impl candle_core::CustomOp1 for Elu {
         // Long signals are split across threads; each piece stays large enough to amortise.
         out.par_chunks_mut(1 << 16)
             .zip(src.par_chunks(1 << 16))
-            .for_each(|(o, i)| {
-                for (o, &v) in o.iter_mut().zip(i) {
-                    *o = elu_f32(v);
-                }
-            });
+            .for_each(|(o, i)| elu_into(o, i));
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 }

@@ -92,6 +92,16 @@ pub fn causal_padding(len: usize, kernel: usize, stride: usize, dilation: usize)
 /// narrow for minimal filtering to gain (measured on EnCodec's 32 -> 64 channel layer).
 const STRIDED_WINOGRAD_MIN_OUT_CHANNELS: usize = 128;
 
+/// Strided convs with at least this many output channels (and transposed convs with at least
+/// this many input channels) keep the plain weights and gemm. In SEANet-style codecs these are
+/// the last, lowest-rate layers: a few hundred frames against tens of MB of weights, which
+/// minimal filtering doubles (four components of `[c_out, c_in s]` against `[c_out, c_in, 2 s]`),
+/// so moving weights costs more than the third of the products it saves. Mimi's 512 -> 1024
+/// stride-8 conv over 250 frames: 21.7 -> 15.4 ms; its transposed 1024 -> 512 and DAC 16 kHz's
+/// 1536 -> 768 no slower; EnCodec's 256 -> 512 (750 frames) was faster with minimal filtering,
+/// 10.6 against 13.0 ms.
+const WINOGRAD_MAX_WIDE_CHANNELS: usize = 1024;
+
 /// The form in which the CPU kernels hold a conv's weights: a conv run by minimal filtering
 /// keeps only its transformed weights.
 pub(super) enum CpuKernel {
@@ -255,7 +265,7 @@ impl Conv1d {
         {
             CpuKernel::Winograd(WinogradWeights::new(w, c_out, cin_g, kernel))
         } else if StridedWinograd::fits(kernel, cfg.stride, cfg.dilation, cfg.groups)
-            && c_out >= STRIDED_WINOGRAD_MIN_OUT_CHANNELS
+            && (STRIDED_WINOGRAD_MIN_OUT_CHANNELS..WINOGRAD_MAX_WIDE_CHANNELS).contains(&c_out)
         {
             CpuKernel::Strided(StridedWinograd::new(w, c_out, cin_g, kernel, cfg.stride))
         } else {
@@ -412,7 +422,10 @@ impl ConvTranspose1d {
         let (c_in, c_out, kernel) = (self.in_channels(), self.out_channels(), self.kernel_size());
         // Up to 64 output channels the direct polyphase kernel (`conv_tr_direct`) is faster.
         let direct = c_out <= conv_tr_direct::MAX_OUT_CHANNELS && conv_direct::available();
-        if cfg.groups != 1 || direct || !TransposedWinograd::fits(kernel, cfg.stride, cfg.dilation)
+        if cfg.groups != 1
+            || direct
+            || c_in >= WINOGRAD_MAX_WIDE_CHANNELS
+            || !TransposedWinograd::fits(kernel, cfg.stride, cfg.dilation)
         {
             return self;
         }

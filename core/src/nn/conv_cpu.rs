@@ -285,7 +285,7 @@ pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec
     let direct = g.stride == 1 && cout_g <= DIRECT_MAX_OUT_CHANNELS && conv_direct::available();
     let tile = if direct {
         // The direct kernel keeps no im2col block: size the tile by its input span.
-        ((1usize << 15) / cin_g.max(1)).clamp(256, 4096) / 64 * 64
+        conv_direct::whole_blocks(((1usize << 15) / cin_g.max(1)).clamp(256, 4096))
     } else if pointwise {
         l_out.min(1024)
     } else {

@@ -62,7 +62,7 @@ pub(crate) fn conv_transpose1d_polyphase(
     // Frames m whose samples u = m * s + r reach the trimmed output u - p in 0..l_out.
     let m_first = p / s;
     let m_end = (p + l_out).div_ceil(s);
-    let frames = ((1usize << 15) / g.c_in.max(1)).clamp(64, 2048) / 64 * 64;
+    let frames = conv_direct::whole_blocks(((1usize << 15) / g.c_in.max(1)).clamp(64, 2048));
     let n_tiles = (m_end - m_first).div_ceil(frames);
     let mut out = uninit_buffer(g.batch * g.c_out * l_out);
     let shared = SharedOut::new_uninit(&mut out);
