@@ -220,11 +220,9 @@ pub(crate) fn fill_span_strided(
         let src = &x[r * row_stride..][..l_in];
         let row = &mut span[r * len..][..len];
         let body = &src[s0..s0 + (hi - lo)];
-        let fused_elu = matches!(pre, Some(PreAct::Elu));
-        if fused_elu {
-            elu_into(&mut row[lo..hi], body);
-        } else {
-            row[lo..hi].copy_from_slice(body);
+        match pre {
+            Some(PreAct::Elu) => elu_into(&mut row[lo..hi], body),
+            _ => row[lo..hi].copy_from_slice(body),
         }
         if copies_edges {
             for j in (0..lo).chain(hi..len) {

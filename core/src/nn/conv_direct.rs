@@ -66,6 +66,20 @@ pub(crate) fn column_block() -> usize {
     16
 }
 
+/// Output rows of the kernel's register block on this CPU (8 with AVX-512, 4 with AVX2): callers
+/// that split the rows between jobs split them in multiples of it.
+pub(crate) fn row_block() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        return if std::is_x86_feature_detected!("avx512f") {
+            avx512::CO
+        } else {
+            avx2::CO
+        };
+    }
+    1
+}
+
 /// `tile` rounded down to whole [`column_block`]s (at least one).
 pub(crate) fn whole_blocks(tile: usize) -> usize {
     let block = column_block();
@@ -85,7 +99,7 @@ pub(crate) fn conv_rows(rows: &mut [&mut [f32]], cols: usize, tile: &DirectTile<
     #[cfg(target_arch = "x86_64")]
     if available() {
         let wide = std::is_x86_feature_detected!("avx512f");
-        let co = if wide { avx512::CO } else { avx2::CO };
+        let co = row_block();
         for (b, block) in rows.chunks_mut(co).enumerate() {
             let w = &tile.weight[b * co * ck..];
             // SAFETY: the kernel's features are present (checked), and the asserts above

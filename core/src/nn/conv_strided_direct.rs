@@ -85,13 +85,13 @@ pub(crate) fn conv1d_strided_polyphase(x: &[f32], w: &[f32], f: &Fusion, g: &Con
     let tile = conv_direct::whole_blocks(((1usize << 15) / rows.max(1)).clamp(64, 2048)).min(l_out);
     let n_tiles = l_out.div_ceil(tile);
     // Few tiles (low-rate layers with many channels): split the output channels too, so that
-    // both threads have work, in parts of whole register blocks (8 rows with AVX-512, 4 with
-    // AVX2).
+    // both threads have work, in parts of whole register blocks.
+    let block = conv_direct::row_block();
     let jobs_wanted = 2 * rayon::current_num_threads();
     let row_parts = jobs_wanted
         .div_ceil(g.batch * n_tiles)
-        .clamp(1, g.c_out.div_ceil(8));
-    let rows_per_part = g.c_out.div_ceil(row_parts).div_ceil(8) * 8;
+        .clamp(1, g.c_out.div_ceil(block));
+    let rows_per_part = g.c_out.div_ceil(row_parts).div_ceil(block) * block;
     let row_parts = g.c_out.div_ceil(rows_per_part);
     let mut out = uninit_buffer(g.batch * g.c_out * l_out);
     let shared = SharedOut::new_uninit(&mut out);

@@ -190,16 +190,23 @@ fn run(
         for (r, row) in hidden.chunks_exact_mut(nt).enumerate() {
             row.fill(p.w1.1.map_or(0.0, |bias| bias[r]));
         }
-        tile_conv(
-            &mut hidden,
-            nt,
-            (&scratch.a, len),
-            c,
-            p.w1.0,
-            p.kernel,
-            p.dilation,
-            &mut scratch.b,
-        );
+        let conv1 = RowsConv {
+            input: (&scratch.a, len),
+            c_in: c,
+            w: p.w1.0,
+            kernel: p.kernel,
+            dilation: p.dilation,
+        };
+        // SAFETY: `hidden` is this job's own buffer, initialised just above.
+        unsafe {
+            conv1.accumulate(
+                &SharedOut::new(&mut hidden),
+                (0, nt),
+                p.hidden,
+                nt,
+                &mut scratch.b,
+            )
+        };
         elu_in_place(&mut hidden);
         // out = biases + shortcut(x) + conv2(hidden), written into the tile's output rows.
         let dst = b * c * l + t0;
@@ -207,20 +214,18 @@ fn run(
             p.w2.1.map_or(0.0, |b| b[r]) + p.shortcut.and_then(|s| s.1).map_or(0.0, |b| b[r])
         };
         // The rows start as the biases (plus `x` without a shortcut conv).
-        // SAFETY: job (b, tile) alone writes columns t0..t0+nt of batch b's rows, and it
-        // initialises them here, before anything reads them.
-        let mut rows: Vec<&mut [f32]> = (0..c)
-            .map(|r| {
-                let bias = bias(r);
-                let x_row = &xb[r * rs + t0..][..nt];
-                unsafe {
-                    match p.shortcut {
-                        Some(_) => shared.init_row(dst + r * l, nt, |_| bias),
-                        None => shared.init_row(dst + r * l, nt, |j| x_row[j] + bias),
-                    }
+        for r in 0..c {
+            let bias = bias(r);
+            let x_row = &xb[r * rs + t0..][..nt];
+            // SAFETY: job (b, tile) alone writes columns t0..t0+nt of batch b's rows, and it
+            // initialises them here, before anything reads them.
+            unsafe {
+                match p.shortcut {
+                    Some(_) => shared.init_row(dst + r * l, nt, |_| bias),
+                    None => shared.init_row(dst + r * l, nt, |j| x_row[j] + bias),
                 }
-            })
-            .collect();
+            };
+        }
         // [x; hidden] for this tile when the shortcut and conv2 run as one pointwise conv.
         let (input, depth, w2) = match &joint {
             Some(w) => {
@@ -235,135 +240,87 @@ fn run(
             }
             None => (&hidden[..], p.hidden, p.w2.0),
         };
-        if direct(c) {
-            rows_conv(&mut rows, nt, (input, nt), depth, w2, 1, 1);
-        } else {
-            drop(rows);
-            // SAFETY: as above, this job alone touches these columns of these rows.
-            unsafe {
-                gemm_conv(
-                    &shared,
-                    (dst, l),
-                    c,
-                    nt,
-                    (input, nt),
-                    depth,
-                    w2,
-                    1,
-                    1,
-                    &mut scratch.b,
-                )
-            };
-        }
+        let conv2 = RowsConv {
+            input: (input, nt),
+            c_in: depth,
+            w: w2,
+            kernel: 1,
+            dilation: 1,
+        };
+        // SAFETY: as above, this job alone touches these columns of these rows.
+        unsafe { conv2.accumulate(&shared, (dst, l), c, nt, &mut scratch.b) };
         scratch.c = hidden;
     });
     // SAFETY: the jobs cover every (batch, row, column) and each initialised its rows above.
     unsafe { assume_init(out) }
 }
 
-/// `out[r] += conv(input)[r]` over `[rows, cols]` in a contiguous buffer.
-#[allow(clippy::too_many_arguments)]
-fn tile_conv(
-    out: &mut [f32],
-    cols: usize,
-    input: (&[f32], usize),
+/// A stride-1 conv over a tile: `input` given as (data, row stride), `w` as
+/// `[n_out, c_in * kernel]`.
+struct RowsConv<'a> {
+    input: (&'a [f32], usize),
     c_in: usize,
-    w: &[f32],
+    w: &'a [f32],
     kernel: usize,
     dilation: usize,
-    col: &mut Vec<f32>,
-) {
-    let n_out = out.len() / cols;
-    if direct(n_out) {
-        let mut rows: Vec<&mut [f32]> = out.chunks_exact_mut(cols).collect();
-        rows_conv(&mut rows, cols, input, c_in, w, kernel, dilation);
-    } else {
-        let shared = SharedOut::new(out);
-        // SAFETY: `out` is borrowed exclusively for this call.
+}
+
+impl RowsConv<'_> {
+    /// `out[r][j] += sum_{ci, kx} w[r][ci * kernel + kx] * input[ci][j + kx * dilation]` over
+    /// the `n_out x cols` view of `out` at (offset, row stride), accumulated in place: by the
+    /// direct kernel for few output rows, else by im2col (into `col`) and gemm.
+    ///
+    /// # Safety
+    /// No other thread may access that view during the call, and it must be initialised.
+    unsafe fn accumulate(
+        &self,
+        out: &SharedOut,
+        (offset, dst_rs): (usize, usize),
+        n_out: usize,
+        cols: usize,
+        col: &mut Vec<f32>,
+    ) {
+        let (input, row_stride) = self.input;
+        if n_out <= DIRECT_MAX && conv_direct::available() {
+            // SAFETY: distinct rows of the view, exclusive by the caller's contract.
+            let mut rows: Vec<&mut [f32]> = (0..n_out)
+                .map(|r| unsafe { out.row(offset + r * dst_rs, cols) })
+                .collect();
+            let tile = DirectTile {
+                input,
+                row_stride,
+                c_in: self.c_in,
+                kernel: self.kernel,
+                dilation: self.dilation,
+                weight: self.w,
+                accumulate: true,
+            };
+            conv_direct::conv_rows(&mut rows, cols, &tile);
+            return;
+        }
+        let depth = self.c_in * self.kernel;
+        let rhs = if self.kernel == 1 {
+            MatRef::new(input, row_stride, 1)
+        } else {
+            let (c_in, kernel, dilation) = (self.c_in, self.kernel, self.dilation);
+            im2col_rows(input, row_stride, c_in, kernel, dilation, cols, col);
+            MatRef::new(col, cols, 1)
+        };
+        // SAFETY: exclusive by the caller's contract.
         unsafe {
-            gemm_conv(
-                &shared,
-                (0, cols),
+            out.sgemm_into(
+                offset,
+                dst_rs,
                 n_out,
                 cols,
-                input,
-                c_in,
-                w,
-                kernel,
-                dilation,
-                col,
+                depth,
+                MatRef::new(self.w, depth, 1),
+                rhs,
+                true,
+                1,
             )
         };
     }
-}
-
-/// Whether a conv with `n_out` output rows runs on the direct kernel (else im2col + gemm).
-fn direct(n_out: usize) -> bool {
-    n_out <= DIRECT_MAX && conv_direct::available()
-}
-
-/// `rows[r][j] += sum_{ci, kx} w[r][ci * kernel + kx] * input[ci][j + kx * dilation]` by the
-/// direct kernel, `input` given as (data, row stride).
-fn rows_conv(
-    rows: &mut [&mut [f32]],
-    cols: usize,
-    (input, row_stride): (&[f32], usize),
-    c_in: usize,
-    w: &[f32],
-    kernel: usize,
-    dilation: usize,
-) {
-    let tile = DirectTile {
-        input,
-        row_stride,
-        c_in,
-        kernel,
-        dilation,
-        weight: w,
-        accumulate: true,
-    };
-    conv_direct::conv_rows(rows, cols, &tile);
-}
-
-/// The same sum by im2col + gemm, accumulated straight into the `n_out x cols` view of `out`
-/// at (offset, row stride): no copy of the rows in and out.
-///
-/// # Safety
-/// No other thread may access that view during the call.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_conv(
-    out: &SharedOut,
-    (offset, dst_rs): (usize, usize),
-    n_out: usize,
-    cols: usize,
-    (input, row_stride): (&[f32], usize),
-    c_in: usize,
-    w: &[f32],
-    kernel: usize,
-    dilation: usize,
-    col: &mut Vec<f32>,
-) {
-    let depth = c_in * kernel;
-    let rhs = if kernel == 1 {
-        MatRef::new(input, row_stride, 1)
-    } else {
-        im2col_rows(input, row_stride, c_in, kernel, dilation, cols, col);
-        MatRef::new(col, cols, 1)
-    };
-    // SAFETY: exclusive by the caller's contract.
-    unsafe {
-        out.sgemm_into(
-            offset,
-            dst_rs,
-            n_out,
-            cols,
-            depth,
-            MatRef::new(w, depth, 1),
-            rhs,
-            true,
-            1,
-        )
-    };
 }
 
 /// The im2col block of a stride-1 conv over `cols` outputs: row `ci * kernel + kx`, column `j`
