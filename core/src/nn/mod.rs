@@ -1,6 +1,7 @@
 //! Layers shared by the codecs: 1-D convolutions (plain, transposed, depthwise) with fast CPU
 //! kernels, the Snake and ELU activations, and a seedable noise source.
 
+mod amx;
 mod conv;
 mod conv_cpu;
 mod conv_direct;

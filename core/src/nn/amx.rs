@@ -1,0 +1,628 @@
+//! f32 matrix products on Intel AMX tiles, as accurate as f32 fused multiply-adds.
+//!
+//! AMX multiplies bf16 tiles into f32 accumulators at 512 multiply-adds per cycle and core, 16
+//! times what AVX-512 does in f32. bf16 keeps 8 of f32's 24 significant bits, so each operand is
+//! split into three bf16 parts, `v = hi + mid + lo` exactly (each part is the nearest bf16 to
+//! what the parts before it leave), and a product takes the six partial products that reach
+//! f32's precision: `hi*hi`, `hi*mid`, `mid*hi`, `mid*mid`, `hi*lo`, `lo*hi`. What is left out
+//! (`mid*lo`, `lo*mid`, `lo*lo`) is at most 2^-23 of the product; every partial product of two
+//! bf16 is exact in f32 and is added to an f32 accumulator with one rounding. So a result is
+//! within the error bound of an f32 FMA loop with six terms per product (tested against f64;
+//! in practice a few units in the last place). TPUs compute f32 matmuls the same way
+//! ("bf16_6x").
+//!
+//! Tiles are 16 rows of 64 bytes. A product block is 32 x 32 outputs in four accumulator tiles;
+//! the other four hold two tiles of the left operand (rows 0-15 and 16-31) and two of the right
+//! (columns 0-15 and 16-31). Both operands are laid out by blocks of 32 rows or columns, each
+//! step of 32 in `k` one contiguous 6 KiB (three parts of two tiles), so the kernel reaches
+//! every tile from one pointer per operand, and every tile row is one cache line.
+//!
+//! Only [`PackedLinear`](super::PackedLinear) uses it: its weight is split once, at load, so a
+//! call splits only its input. Convolutions that call gemm with their weight as a plain slice
+//! would split the weight on every call, which costs more than the tiles save (Mimi's encoder
+//! became 3-25% slower when tried).
+//!
+//! Linux hands out AMX state only to processes that ask for it (`arch_prctl`); [`available`]
+//! asks once, and says no (the FMA kernels run instead) on other systems, CPUs without AMX or
+//! AVX-512 BW, or when `TESSERA_NO_AMX` is set.
+
+use rayon::prelude::*;
+
+/// Rows and columns of one product block.
+pub(crate) const BLOCK: usize = 32;
+/// Rows (left operand) or columns (right operand) of a tile.
+const TILE: usize = 16;
+/// `k` per tile: 16 pairs of bf16.
+const KSTEP: usize = 32;
+/// bf16 parts per value.
+const PARTS: usize = 3;
+/// bf16 values in a tile.
+const TILE_LEN: usize = TILE * KSTEP;
+
+/// Whether the AMX kernels run on this machine (checked and set up once per process).
+pub(crate) fn available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| std::env::var_os("TESSERA_NO_AMX").is_none() && platform::enable())
+}
+
+/// The three bf16 parts of `v`, largest first, that add up to `v` exactly (for `|v|` above
+/// 2^-110; below that the smallest part is a subnormal, which AMX reads as zero).
+#[inline]
+fn split(v: f32) -> [u16; PARTS] {
+    let hi = nearest_bf16(v);
+    let rest = v - widen(hi);
+    let mid = nearest_bf16(rest);
+    let lo = nearest_bf16(rest - widen(mid));
+    [hi, mid, lo]
+}
+
+/// [`split`] over a run of values, into three runs of parts (written so that it vectorises).
+#[inline]
+fn split_run(src: &[f32], hi: &mut [u16], mid: &mut [u16], lo: &mut [u16]) {
+    let n = src.len();
+    let (hi, mid, lo) = (&mut hi[..n], &mut mid[..n], &mut lo[..n]);
+    for i in 0..n {
+        [hi[i], mid[i], lo[i]] = split(src[i]);
+    }
+}
+
+/// `v` rounded to the nearest bf16 (ties to even), as its bits.
+#[inline]
+fn nearest_bf16(v: f32) -> u16 {
+    let bits = v.to_bits();
+    let round = 0x7fff + ((bits >> 16) & 1);
+    (bits.wrapping_add(round) >> 16) as u16
+}
+
+#[inline]
+fn widen(b: u16) -> f32 {
+    f32::from_bits(u32::from(b) << 16)
+}
+
+/// bf16 values in 64-byte lines, so that every tile row is one cache line (a row across two
+/// lines costs the load twice: 11 against 6 ns per tile product).
+#[derive(Debug, Clone, Default)]
+struct Lines(Vec<Line>);
+
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u16; 32]);
+
+impl Lines {
+    fn zeros(len: usize) -> Self {
+        Lines(vec![Line([0; 32]); len.div_ceil(32)])
+    }
+
+    fn as_slice(&self) -> &[u16] {
+        // SAFETY: `Line` is 32 `u16` with no padding (`repr(C)`, size 64 = 32 * 2).
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast(), self.0.len() * 32) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u16] {
+        // SAFETY: as `as_slice`, borrowed mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast(), self.0.len() * 32) }
+    }
+}
+
+thread_local! {
+    /// The left operand's buffer, kept between calls so that a call does not fault in fresh
+    /// pages. Taken, not borrowed: a nested call on the same thread (rayon runs other jobs
+    /// while it waits) finds the cell empty and allocates its own.
+    static LEFT_BUFFER: std::cell::Cell<Lines> = const { std::cell::Cell::new(Lines(Vec::new())) };
+}
+
+/// This thread's buffer for at least `len` values (contents arbitrary).
+fn take_buffer(len: usize) -> Lines {
+    let buf = LEFT_BUFFER.take();
+    if buf.0.len() * 32 >= len {
+        buf
+    } else {
+        Lines::zeros(len)
+    }
+}
+
+/// bf16 values of one step of a block: three parts of two tiles.
+const STEP_LEN: usize = PARTS * 2 * TILE_LEN;
+
+/// Where value `(i, kk)` of a block's operand lies in its `[step][part][half][tile]` layout,
+/// part 0; `within_tile` places it inside a tile.
+#[inline]
+fn block_offset(half_index: usize, kk: usize, within_tile: usize) -> usize {
+    (kk / KSTEP) * STEP_LEN + (half_index / TILE) * TILE_LEN + within_tile
+}
+
+/// Offset of column `c` (of a block), `k` index `kk`, part 0, in a right operand's block
+/// (pairs of consecutive `k` side by side, as the tile product reads them).
+#[inline]
+fn right_offset(c: usize, kk: usize) -> usize {
+    let within = kk % KSTEP;
+    block_offset(c, kk, (within / 2) * 2 * TILE + (c % TILE) * 2 + within % 2)
+}
+
+/// A right operand `[k, n]` (given as its transpose, torch's `[n, k]` weight), split and laid
+/// out for the tiles by blocks of 32 columns: `[n / 32][k / 32][part][half][16 pairs of
+/// k][16 columns][2]`, padded with zeros. A step of a block is one contiguous 6 KiB, so the
+/// kernel reaches all its tiles from one pointer.
+#[derive(Debug, Clone)]
+pub(crate) struct AmxRight {
+    k: usize,
+    n: usize,
+    steps: usize,
+    data: Lines,
+}
+
+impl AmxRight {
+    /// From `weight` `[n, k]` row-major (row `j` = column `j` of the operand).
+    pub(crate) fn from_transposed(weight: &[f32], n: usize, k: usize) -> Self {
+        assert_eq!(weight.len(), n * k, "amx: weight shape");
+        let steps = k.div_ceil(KSTEP);
+        let per_block = steps * STEP_LEN;
+        let mut data = Lines::zeros(n.div_ceil(BLOCK) * per_block);
+        data.as_mut_slice()
+            .par_chunks_mut(per_block.max(1))
+            .enumerate()
+            .for_each(|(cb, block)| {
+                for c in 0..BLOCK.min(n - cb * BLOCK) {
+                    let row = &weight[(cb * BLOCK + c) * k..][..k];
+                    for (kk, &w) in row.iter().enumerate() {
+                        let at = right_offset(c, kk);
+                        for (part, b) in split(w).into_iter().enumerate() {
+                            block[at + part * 2 * TILE_LEN] = b;
+                        }
+                    }
+                }
+            });
+        AmxRight { k, n, steps, data }
+    }
+
+    /// Row `j` of the weight given to [`Self::from_transposed`], rebuilt from its parts.
+    pub(crate) fn weight_row(&self, j: usize, out: &mut [f32]) {
+        let block = &self.data.as_slice()[(j / BLOCK) * self.steps * STEP_LEN..];
+        for (kk, o) in out.iter_mut().enumerate().take(self.k) {
+            let at = right_offset(j % BLOCK, kk);
+            let part = |p: usize| widen(block[at + p * 2 * TILE_LEN]);
+            *o = part(0) + part(1) + part(2);
+        }
+    }
+}
+
+/// `rows` rows of `k` values, row `i` at `data[i * rs..]`, split and laid out as a left
+/// operand by blocks of 32 rows (`[m / 32][k / 32][part][half][16 rows][32]`, padded with
+/// zeros) into `out`, on rayon's pool.
+fn pack_left(data: &[f32], rs: usize, rows: usize, k: usize, out: &mut [u16]) {
+    let per_block = k.div_ceil(KSTEP) * STEP_LEN;
+    let out = &mut out[..rows.div_ceil(BLOCK) * per_block];
+    // SAFETY: AVX-512 (F and BW) is part of `available`, which the callers assert.
+    let pack =
+        |(rb, block): (usize, &mut [u16])| unsafe { pack_left_block(data, rs, rows, k, rb, block) };
+    out.par_chunks_mut(per_block).enumerate().for_each(pack);
+}
+
+/// Row block `rb` of [`pack_left`].
+///
+/// # Safety
+/// The CPU has AVX-512 F and BW (compiled for them, so that the splitting vectorises).
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f,avx512bw"))]
+unsafe fn pack_left_block(
+    data: &[f32],
+    rs: usize,
+    m: usize,
+    k: usize,
+    rb: usize,
+    block: &mut [u16],
+) {
+    let rows = BLOCK.min(m - rb * BLOCK);
+    for r in 0..BLOCK {
+        let row = if r < rows {
+            &data[(rb * BLOCK + r) * rs..][..k]
+        } else {
+            &[][..]
+        };
+        for step in 0..k.div_ceil(KSTEP) {
+            let chunk = row
+                .get(step * KSTEP..)
+                .map_or(&[][..], |c| &c[..c.len().min(KSTEP)]);
+            let at = block_offset(r, step * KSTEP, (r % TILE) * KSTEP);
+            let (hi, rest) = block[at..].split_at_mut(2 * TILE_LEN);
+            let (mid, lo) = rest.split_at_mut(2 * TILE_LEN);
+            split_run(chunk, hi, mid, lo);
+            // Padding (rows past `m`, `k` past its end) must be zero: it meets every column
+            // of the other operand.
+            for part in [hi, mid, lo] {
+                part[chunk.len()..KSTEP].fill(0);
+            }
+        }
+    }
+}
+
+/// The output pointer, shared by jobs that write disjoint column blocks.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: jobs write disjoint column blocks (see `multiply`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// # Safety
+    /// `offset` within the buffer.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller's contract.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// Multiply-adds a parallel job should hold at least.
+const JOB_WORK: usize = 1 << 20;
+
+/// Bytes of the left operand a pass over the output's columns may keep in L2: longer `k` gets
+/// fewer rows per pass, so that each column block's pass re-reads them from L2, not L3.
+const LEFT_BYTES_IN_L2: usize = 768 << 10;
+
+/// The output of [`multiply`]: `m x n` values, rows `ldc` apart.
+struct Output {
+    ptr: OutPtr,
+    ldc: usize,
+    m: usize,
+    n: usize,
+}
+
+/// `out = bias + left x right` on packed operands (`steps` steps of `k`; `bias` a row of `n`,
+/// zeros when `None`). A job takes a range of column blocks; for each chunk of row blocks
+/// whose left operand fits in L2 it runs every column block of its range over every row block
+/// of the chunk.
+///
+/// # Safety
+/// Tiles may be configured on the calling threads (AMX [`available`]); `left` and `right` hold
+/// whole blocks for `m` and `n`; the output's `m` rows of `n` values, `ldc` apart, are
+/// writable and no one else accesses them during the call.
+unsafe fn multiply(left: &[u16], right: &[u16], steps: usize, out: &Output, bias: Option<&[f32]>) {
+    let (m, n) = (out.m, out.n);
+    let block_operand = steps * STEP_LEN;
+    let col_blocks = n.div_ceil(BLOCK);
+    let row_blocks = m.div_ceil(BLOCK);
+    let chunk_blocks = (LEFT_BYTES_IN_L2 / (block_operand * 2)).clamp(1, row_blocks);
+    let per_col_block = row_blocks * BLOCK * BLOCK * steps * KSTEP * PARTS * 2;
+    let per_job = (JOB_WORK / per_col_block).clamp(1, col_blocks);
+    let run = |job: usize| {
+        let _tiles = platform::Tiles::configure();
+        let col_range = job * per_job..((job + 1) * per_job).min(col_blocks);
+        for first_rb in (0..row_blocks).step_by(chunk_blocks) {
+            for cb in col_range.clone() {
+                let col0 = cb * BLOCK;
+                let cols = BLOCK.min(n - col0);
+                let mut bias_block = [0f32; BLOCK];
+                if let Some(b) = bias {
+                    bias_block[..cols].copy_from_slice(&b[col0..col0 + cols]);
+                }
+                let right = &right[cb * block_operand..][..block_operand];
+                for rb in first_rb..(first_rb + chunk_blocks).min(row_blocks) {
+                    let operands = platform::Operands {
+                        left: left[rb * block_operand..][..block_operand].as_ptr(),
+                        right: right.as_ptr(),
+                        steps,
+                    };
+                    let row0 = rb * BLOCK;
+                    let rows = BLOCK.min(m - row0);
+                    // SAFETY: row0 + rows <= m, col0 + cols <= n: inside the output, which
+                    // only this job writes in column block `cb`.
+                    let dst = unsafe { out.ptr.at(row0 * out.ldc + col0) };
+                    if rows == BLOCK && cols == BLOCK {
+                        // SAFETY: both operands hold `steps` steps (the packed layouts); the
+                        // bias is 32 floats; the block's 32 x 32 values lie inside the output.
+                        unsafe { platform::block(&operands, bias_block.as_ptr(), dst, out.ldc) };
+                        continue;
+                    }
+                    let mut tmp = [0f32; BLOCK * BLOCK];
+                    // SAFETY: operands as above; `tmp` is one whole block.
+                    unsafe {
+                        platform::block(&operands, bias_block.as_ptr(), tmp.as_mut_ptr(), BLOCK)
+                    };
+                    for r in 0..rows {
+                        // SAFETY: row r of the block's valid part, inside the output.
+                        let row =
+                            unsafe { std::slice::from_raw_parts_mut(dst.add(r * out.ldc), cols) };
+                        row.copy_from_slice(&tmp[r * BLOCK..][..cols]);
+                    }
+                }
+            }
+        }
+    };
+    let jobs = col_blocks.div_ceil(per_job);
+    if jobs == 1 {
+        run(0);
+    } else {
+        (0..jobs).into_par_iter().for_each(run);
+    }
+}
+
+/// `y = x rhs + bias`: `x` `[m, k]`, `y` `[m, n]` row-major; on rayon's pool.
+///
+/// # Panics
+/// When `x` or `y` is shorter than `m` rows, or AMX is not [`available`].
+pub(crate) fn matmul_bias(
+    rhs: &AmxRight,
+    bias: Option<&[f32]>,
+    x: &[f32],
+    m: usize,
+    y: &mut [f32],
+) {
+    let (k, n) = (rhs.k, rhs.n);
+    assert!(available(), "amx: not available");
+    assert!(x.len() >= m * k && y.len() >= m * n, "amx: operand rows");
+    assert!(bias.is_none_or(|b| b.len() >= n), "amx: bias");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for row in y[..m * n].chunks_exact_mut(n) {
+            match bias {
+                Some(b) => row.copy_from_slice(&b[..n]),
+                None => row.fill(0.0),
+            }
+        }
+        return;
+    }
+    let mut left = take_buffer(m.div_ceil(BLOCK) * rhs.steps * STEP_LEN);
+    pack_left(x, k, m, k, left.as_mut_slice());
+    let out = Output {
+        ptr: OutPtr(y.as_mut_ptr()),
+        ldc: n,
+        m,
+        n,
+    };
+    // SAFETY: AMX is available (asserted); both operands are packed for m and n; `y` holds
+    // `m` rows of `n` (asserted) and is borrowed mutably.
+    unsafe { multiply(left.as_slice(), rhs.data.as_slice(), rhs.steps, &out, bias) };
+    LEFT_BUFFER.set(left);
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod platform {
+    use std::arch::asm;
+
+    use super::{BLOCK, STEP_LEN, TILE_LEN};
+
+    const ARCH_REQ_XCOMP_PERM: libc::c_ulong = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_ulong = 18;
+
+    /// CPUID says AMX with bf16 products, and the kernel grants this process the tile state.
+    pub(super) fn enable() -> bool {
+        let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+        let amx_bf16 = leaf7.edx & (1 << 22) != 0;
+        let amx_tile = leaf7.edx & (1 << 24) != 0;
+        let avx512 =
+            std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw");
+        if !(amx_bf16 && amx_tile && avx512) {
+            return false;
+        }
+        // SAFETY: a plain system call with integer arguments.
+        let granted = unsafe {
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            )
+        };
+        granted == 0
+    }
+
+    /// Asks for `data` in L2, one request per cache line.
+    /// Palette 1 with all eight tiles at 16 rows of 64 bytes.
+    #[repr(C, align(64))]
+    struct TileConfig([u8; 64]);
+
+    /// Tiles configured on this thread until dropped.
+    pub(super) struct Tiles;
+
+    impl Tiles {
+        pub(super) fn configure() -> Tiles {
+            let mut config = TileConfig([0; 64]);
+            config.0[0] = 1;
+            for t in 0..8 {
+                config.0[16 + 2 * t] = 64;
+                config.0[48 + t] = 16;
+            }
+            // SAFETY: AMX was enabled for this process (`available`, asserted by the callers);
+            // the configuration is a valid palette-1 layout.
+            unsafe { asm!("ldtilecfg [{0}]", in(reg) config.0.as_ptr(), options(nostack)) };
+            Tiles
+        }
+    }
+
+    impl Drop for Tiles {
+        fn drop(&mut self) {
+            // SAFETY: tiles are configured on this thread (`configure`).
+            unsafe { asm!("tilerelease", options(nostack, nomem)) };
+        }
+    }
+
+    /// One block's operands at their first step, and the number of steps.
+    pub(super) struct Operands {
+        pub left: *const u16,
+        pub right: *const u16,
+        pub steps: usize,
+    }
+
+    const STEP_BYTES: usize = STEP_LEN * 2;
+    const _: () = assert!(STEP_BYTES == 6144 && TILE_LEN * 2 == 1024 && BLOCK == 32);
+
+    /// `c = bias + left x right` for one 32 x 32 block, `c` rows `ldc` floats apart.
+    ///
+    /// # Safety
+    /// Tiles configured on this thread ([`Tiles`]); `steps >= 1` and both operand pointers
+    /// have `steps` steps of 6 KiB readable behind them; `bias` 32 readable floats, `c` 32
+    /// writable rows of 32.
+    pub(super) unsafe fn block(op: &Operands, bias: *const f32, c: *mut f32, ldc: usize) {
+        debug_assert!(op.steps >= 1);
+        // SAFETY: the caller's contract. tmm0-3 accumulate rows 0-15 / 16-31 x columns 0-15 /
+        // 16-31, tmm4-5 hold a part of the left operand, tmm6-7 one of the right. Each step
+        // goes through the partial products hi*lo, hi*hi, hi*mid, mid*mid, mid*hi, lo*hi
+        // (parts at 0, 2 and 4 KiB of a step, each two tiles), changing one operand at a time.
+        unsafe {
+            asm!(
+                // Every accumulator row starts as the bias (a load with stride 0).
+                "tileloadd tmm0, [{bias} + {zero}*1]",
+                "tileloadd tmm1, [{bias} + {zero}*1 + 64]",
+                "tileloadd tmm2, [{bias} + {zero}*1]",
+                "tileloadd tmm3, [{bias} + {zero}*1 + 64]",
+                "2:",
+                "tileloadd tmm4, [{a} + {s}*1]",
+                "tileloadd tmm5, [{a} + {s}*1 + 1024]",
+                "tileloadd tmm6, [{b} + {s}*1 + 4096]",
+                "tileloadd tmm7, [{b} + {s}*1 + 5120]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "tileloadd tmm6, [{b} + {s}*1]",
+                "tileloadd tmm7, [{b} + {s}*1 + 1024]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "tileloadd tmm6, [{b} + {s}*1 + 2048]",
+                "tileloadd tmm7, [{b} + {s}*1 + 3072]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "tileloadd tmm4, [{a} + {s}*1 + 2048]",
+                "tileloadd tmm5, [{a} + {s}*1 + 3072]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "tileloadd tmm6, [{b} + {s}*1]",
+                "tileloadd tmm7, [{b} + {s}*1 + 1024]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "tileloadd tmm4, [{a} + {s}*1 + 4096]",
+                "tileloadd tmm5, [{a} + {s}*1 + 5120]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "add {a}, {step}",
+                "add {b}, {step}",
+                "dec {n}",
+                "jnz 2b",
+                "tilestored [{c0} + {ldc}*1], tmm0",
+                "tilestored [{c0} + {ldc}*1 + 64], tmm1",
+                "tilestored [{c1} + {ldc}*1], tmm2",
+                "tilestored [{c1} + {ldc}*1 + 64], tmm3",
+                bias = in(reg) bias,
+                zero = in(reg) 0usize,
+                a = inout(reg) op.left => _,
+                b = inout(reg) op.right => _,
+                s = in(reg) 64usize,
+                step = const STEP_BYTES,
+                n = inout(reg) op.steps => _,
+                c0 = in(reg) c,
+                c1 = in(reg) c.wrapping_add(16 * ldc),
+                ldc = in(reg) ldc * 4,
+                options(nostack),
+            );
+        }
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+mod platform {
+    pub(super) fn enable() -> bool {
+        false
+    }
+
+    pub(super) struct Tiles;
+
+    impl Tiles {
+        pub(super) fn configure() -> Tiles {
+            unreachable!("AMX is never available here")
+        }
+    }
+
+    pub(super) struct Operands {
+        pub left: *const u16,
+        pub right: *const u16,
+        pub steps: usize,
+    }
+
+    pub(super) unsafe fn block(_: &Operands, _: *const f32, _: *mut f32, _: usize) {
+        unreachable!("AMX is never available here")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::test_values as values;
+
+    #[test]
+    fn the_parts_add_up_to_the_value() {
+        for v in values(4096, 7).into_iter().chain([
+            0.0,
+            -0.0,
+            1.0,
+            f32::MIN_POSITIVE * 2f32.powi(30),
+            3.0e38,
+            -1.2345e-20,
+        ]) {
+            let [hi, mid, lo] = split(v * 1.000_123);
+            let v = v * 1.000_123;
+            assert_eq!(widen(hi) + widen(mid) + widen(lo), v, "{v}");
+        }
+    }
+
+    /// The worst case: six partial products per term, each added to an f32 accumulator with
+    /// one rounding of at most 2^-24 of the running sum, and the left-out partial products
+    /// (at most 2^-23 of each term).
+    fn amx_bound(k: usize, scale: f64) -> f64 {
+        (6.0 * k as f64 + 4.0) * scale * 2f64.powi(-24)
+    }
+
+    #[test]
+    fn products_match_f64_to_f32_precision() {
+        if !available() {
+            eprintln!("AMX not available here: skipped");
+            return;
+        }
+        for (m, n, k, with_bias) in [
+            (1, 1, 1, false),
+            (32, 32, 32, true),
+            (5, 40, 7, true),
+            (33, 70, 100, false),
+            (250, 96, 512, true),
+            (64, 64, 0, true),
+        ] {
+            let w = values(n * k, 1);
+            let b = values(n, 2);
+            let x = values(m * k, 3);
+            let rhs = AmxRight::from_transposed(&w, n, k);
+            let mut row = vec![0f32; k];
+            for j in 0..n {
+                rhs.weight_row(j, &mut row);
+                assert_eq!(&row[..], &w[j * k..][..k]);
+            }
+            let mut y = vec![f32::NAN; m * n];
+            matmul_bias(&rhs, with_bias.then_some(&b[..]), &x, m, &mut y);
+            for i in 0..m {
+                for j in 0..n {
+                    let mut want = if with_bias { f64::from(b[j]) } else { 0.0 };
+                    let mut scale = want.abs();
+                    for kk in 0..k {
+                        let p = f64::from(x[i * k + kk]) * f64::from(w[j * k + kk]);
+                        want += p;
+                        scale += p.abs();
+                    }
+                    let got = f64::from(y[i * n + j]);
+                    let bound = amx_bound(k, scale);
+                    assert!(
+                        (got - want).abs() <= bound,
+                        "m {m} n {n} k {k} at ({i}, {j}): {got} vs {want} (bound {bound:e})"
+                    );
+                }
+            }
+        }
+    }
+}
