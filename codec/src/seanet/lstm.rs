@@ -6,7 +6,7 @@ use std::sync::Arc;
 use candle_core::{D, DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
 
-use tessera_core::nn::{MatRef, matmul_into};
+use tessera_core::nn::PackedLinear;
 
 use super::lstm_cpu::{self, PackedRecurrent};
 
@@ -28,10 +28,8 @@ enum LstmLayer {
 
 #[derive(Debug)]
 struct CpuLayer {
-    /// `W_ih`, `[4 * dim, dim]` as torch stores it.
-    w_ih: Vec<f32>,
-    /// `b_ih + b_hh`, `[4 * dim]`.
-    bias: Vec<f32>,
+    /// The input projection `x W_ih^T + (b_ih + b_hh)`, every step at once.
+    w_ih: PackedLinear,
     w_hh: PackedRecurrent,
 }
 
@@ -61,9 +59,9 @@ impl Lstm {
                 let bias = (b_ih + b_hh)?;
                 if w_hh.device().is_cpu() && w_hh.dtype() == DType::F32 {
                     let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+                    let bias = flat(&bias)?;
                     Ok(LstmLayer::Cpu(Arc::new(CpuLayer {
-                        w_ih: flat(&w_ih)?,
-                        bias: flat(&bias)?,
+                        w_ih: PackedLinear::new(&flat(&w_ih)?, 4 * dim, dim, Some(&bias)),
                         w_hh: PackedRecurrent::new(&flat(&w_hh)?, dim),
                     })))
                 } else {
@@ -137,9 +135,9 @@ impl Lstm {
         (seq + input)?.transpose(1, 2)?.contiguous()
     }
 
-    /// [`Self::run`] on the CPU kernels, in plain buffers: the input projections are gemms on
-    /// strided views (no transposed copies), the recurrence is `lstm_cpu`'s, and the skip
-    /// connection is added while transposing back.
+    /// [`Self::run`] on the CPU kernels, in plain buffers: the input projections by
+    /// `PackedLinear` over `[T, d]` rows, the recurrence by `lstm_cpu`, and the skip connection
+    /// added while transposing back.
     fn run_cpu(&self, x: &Tensor, state: &mut LstmState) -> candle_core::Result<Tensor> {
         let (b, c, t) = x.dims3()?;
         let d = self.dim;
@@ -148,32 +146,26 @@ impl Lstm {
         // Hidden states of the last layer run, `[B, T, d]`.
         let mut seq: Vec<f32> = Vec::new();
         let mut pre = vec![0f32; b * t * 4 * d];
+        let mut rows = vec![0f32; t * c];
         for (k, layer) in self.layers.iter().enumerate() {
             let LstmLayer::Cpu(layer) = layer else {
                 unreachable!("run_cpu is called with CPU layers only")
             };
-            for (i, rows) in pre.chunks_exact_mut(t * 4 * d).enumerate() {
-                for row in rows.chunks_exact_mut(4 * d) {
-                    row.copy_from_slice(&layer.bias);
-                }
-                // Item i's input as a [T, d] view: the layer input [C, T] read transposed for
-                // the first layer, the previous layer's [T, d] rows after it.
+            for (i, pre_i) in pre.chunks_exact_mut(t * 4 * d).enumerate() {
+                // Item i's input as `[T, d]` rows: the layer input `[C, T]` transposed for the
+                // first layer, the previous layer's rows after it.
                 let input = if k == 0 {
-                    MatRef::new(&xs[i * c * t..][..c * t], 1, t)
+                    let xi = &xs[i * c * t..][..c * t];
+                    for (s, row) in rows.chunks_exact_mut(c).enumerate() {
+                        for (ch, v) in row.iter_mut().enumerate() {
+                            *v = xi[ch * t + s];
+                        }
+                    }
+                    &rows[..]
                 } else {
-                    MatRef::new(&seq[i * t * d..][..t * d], d, 1)
+                    &seq[i * t * d..][..t * d]
                 };
-                matmul_into(
-                    rows,
-                    4 * d,
-                    t,
-                    4 * d,
-                    d,
-                    input,
-                    MatRef::new(&layer.w_ih, 1, d),
-                    true,
-                    threads,
-                );
+                layer.w_ih.forward_into(input, t, pre_i);
             }
             let mut h = state.h[k].flatten_all()?.to_vec1::<f32>()?;
             let mut cell = state.c[k].flatten_all()?.to_vec1::<f32>()?;
