@@ -28,6 +28,8 @@
 
 use rayon::prelude::*;
 
+use super::packed_linear::OutPtr;
+
 /// Rows and columns of one product block.
 pub(crate) const BLOCK: usize = 32;
 /// Rows (left operand) or columns (right operand) of a tile.
@@ -235,22 +237,6 @@ unsafe fn pack_left_block(
     }
 }
 
-/// The output pointer, shared by jobs that write disjoint column blocks.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: jobs write disjoint column blocks (see `multiply`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// # Safety
-    /// `offset` within the buffer.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
-        // SAFETY: the caller's contract.
-        unsafe { self.0.add(offset) }
-    }
-}
-
 /// Multiply-adds a parallel job should hold at least.
 const JOB_WORK: usize = 1 << 20;
 
@@ -444,6 +430,19 @@ mod platform {
     }
 
     const STEP_BYTES: usize = STEP_LEN * 2;
+
+    /// The four tile products of a 2 x 2 block: accumulators tmm0-3 += rows (tmm4, tmm5) x
+    /// columns (tmm6, tmm7).
+    macro_rules! products_2x2 {
+        () => {
+            concat!(
+                "tdpbf16ps tmm0, tmm4, tmm6\n",
+                "tdpbf16ps tmm1, tmm4, tmm7\n",
+                "tdpbf16ps tmm2, tmm5, tmm6\n",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+            )
+        };
+    }
     const _: () = assert!(STEP_BYTES == 6144 && TILE_LEN * 2 == 1024 && BLOCK == 32);
 
     /// `c = bias + left x right` for one 32 x 32 block, `c` rows `ldc` floats apart.
@@ -470,40 +469,22 @@ mod platform {
                 "tileloadd tmm5, [{a} + {s}*1 + 1024]",
                 "tileloadd tmm6, [{b} + {s}*1 + 4096]",
                 "tileloadd tmm7, [{b} + {s}*1 + 5120]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
+                products_2x2!(),
                 "tileloadd tmm6, [{b} + {s}*1]",
                 "tileloadd tmm7, [{b} + {s}*1 + 1024]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
+                products_2x2!(),
                 "tileloadd tmm6, [{b} + {s}*1 + 2048]",
                 "tileloadd tmm7, [{b} + {s}*1 + 3072]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
+                products_2x2!(),
                 "tileloadd tmm4, [{a} + {s}*1 + 2048]",
                 "tileloadd tmm5, [{a} + {s}*1 + 3072]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
+                products_2x2!(),
                 "tileloadd tmm6, [{b} + {s}*1]",
                 "tileloadd tmm7, [{b} + {s}*1 + 1024]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
+                products_2x2!(),
                 "tileloadd tmm4, [{a} + {s}*1 + 4096]",
                 "tileloadd tmm5, [{a} + {s}*1 + 5120]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
+                products_2x2!(),
                 "add {a}, {step}",
                 "add {b}, {step}",
                 "dec {n}",

@@ -177,17 +177,17 @@ impl PackedLinear {
     }
 }
 
-/// The output pointer, shared by jobs that write disjoint columns.
+/// The output pointer, shared by jobs that write disjoint columns (here and in `amx`).
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: jobs write disjoint panels' columns (see `forward_into`).
+pub(super) struct OutPtr(pub(super) *mut f32);
+// SAFETY: jobs write disjoint panels' or blocks' columns (see `forward_into`, `amx::multiply`).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
     /// # Safety
     /// `offset` within the buffer.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
+    pub(super) unsafe fn at(self, offset: usize) -> *mut f32 {
         // SAFETY: the caller's contract.
         unsafe { self.0.add(offset) }
     }
