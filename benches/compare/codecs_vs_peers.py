@@ -34,6 +34,16 @@ table gives medians over rounds of the real-time factor (audio seconds per compu
 the median over rounds of the per-round ratio reference time / tessera time (> 1: tessera faster),
 likewise for candle.
 
+torch runs with glibc malloc told to keep freed memory (MALLOC_MMAP_THRESHOLD_=32 MiB, the
+largest it takes, MALLOC_TRIM_THRESHOLD_=4 GiB, MALLOC_TOP_PAD_=256 MiB; the script re-executes
+itself with them before anything is allocated), as tessera keeps mimalloc's freed pages. By
+default glibc hands large buffers back to the kernel on free, torch faults them in again, 4 KiB
+at a time, on every call, and how many of them it keeps depends on what the process allocated
+before: EnCodec 24 kHz, 14 encodes of 10 s in one process: 1.2 M page faults and 375-430 ms per
+call by default against 0.2 M and 305-320 ms with these settings. That was most of torch's
+variance between invocations (EnCodec encode 21.6-33.5x real time in session 11). Pass
+--torch-default-malloc to measure torch as it comes.
+
 --flops counts the reference's FLOPs of one second of audio (torch's FLOP counter, on a copy
 with the weight-norm parametrizations folded) and prints the GFLOP/s each implementation achieves
 (FLOPs per audio second x real-time factor). A timed rate, so subject to the same load as the rest.
@@ -49,7 +59,16 @@ import sys
 import time
 
 import numpy as np
-import torch
+
+# glibc reads its malloc settings once, at the first allocation: re-execute with them (see the
+# header) before numpy or torch allocate anything big.
+TORCH_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(4 << 30),
+                "MALLOC_TOP_PAD_": str(256 << 20)}
+if "--torch-default-malloc" not in sys.argv and any(
+        os.environ.get(k) != v for k, v in TORCH_MALLOC.items()):
+    os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, **TORCH_MALLOC})
+
+import torch  # noqa: E402
 
 CODECS = {
     # id: (family, checkpoint root option, codebooks given to every implementation or None: all)
@@ -153,7 +172,8 @@ class RustProcess:
     """codec_speed in served mode: one repetition (tessera then candle) per request."""
 
     def __init__(self, binary, path, seconds, n_q, threads):
-        env = dict(os.environ, RAYON_NUM_THREADS=str(threads), CANDLE_NUM_THREADS=str(threads))
+        env = {k: v for k, v in os.environ.items() if k not in TORCH_MALLOC}
+        env.update(RAYON_NUM_THREADS=str(threads), CANDLE_NUM_THREADS=str(threads))
         self.proc = subprocess.Popen(
             [binary, path, str(seconds), "stdin", "all" if n_q is None else str(n_q)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
@@ -248,6 +268,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--flops", action="store_true")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--torch-default-malloc", action="store_true",
+                    help="leave glibc malloc's settings for torch as they are (see the header)")
     ap.add_argument("--snac-root", default="/tmp/snac_full")
     ap.add_argument("--mimi-root", default="/tmp/mimi_full")
     ap.add_argument("--encodec-root", default="/tmp/encodec_full")
@@ -260,7 +282,9 @@ def main():
     torch.set_num_threads(args.threads)
     binary = rust_binary(not args.no_build)
     print(f"# {args.threads} threads, {args.seconds:g} s of audio, {args.rounds} rounds, "
-          f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}", flush=True)
+          f"torch {torch.__version__}, glibc malloc "
+          f"{'as it comes' if args.torch_default_malloc else 'keeping freed memory'}, "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
     results = {}
     for cid in args.ids:
         res = run_codec(cid, args, binary)
