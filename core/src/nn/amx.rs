@@ -31,7 +31,7 @@ use rayon::prelude::*;
 use super::packed_linear::OutPtr;
 
 /// Rows and columns of one product block.
-pub(crate) const BLOCK: usize = 32;
+const BLOCK: usize = 32;
 /// Rows (left operand) or columns (right operand) of a tile.
 const TILE: usize = 16;
 /// `k` per tile: 16 pairs of bf16.
@@ -244,10 +244,9 @@ const JOB_WORK: usize = 1 << 20;
 /// fewer rows per pass, so that each column block's pass re-reads them from L2, not L3.
 const LEFT_BYTES_IN_L2: usize = 768 << 10;
 
-/// The output of [`multiply`]: `m x n` values, rows `ldc` apart.
+/// The output of [`multiply`]: `m` rows of `n` values, contiguous.
 struct Output {
     ptr: OutPtr,
-    ldc: usize,
     m: usize,
     n: usize,
 }
@@ -259,7 +258,7 @@ struct Output {
 ///
 /// # Safety
 /// Tiles may be configured on the calling threads (AMX [`available`]); `left` and `right` hold
-/// whole blocks for `m` and `n`; the output's `m` rows of `n` values, `ldc` apart, are
+/// whole blocks for `m` and `n`; the output's `m` rows of `n` values are
 /// writable and no one else accesses them during the call.
 unsafe fn multiply(left: &[u16], right: &[u16], steps: usize, out: &Output, bias: Option<&[f32]>) {
     let (m, n) = (out.m, out.n);
@@ -291,11 +290,11 @@ unsafe fn multiply(left: &[u16], right: &[u16], steps: usize, out: &Output, bias
                     let rows = BLOCK.min(m - row0);
                     // SAFETY: row0 + rows <= m, col0 + cols <= n: inside the output, which
                     // only this job writes in column block `cb`.
-                    let dst = unsafe { out.ptr.at(row0 * out.ldc + col0) };
+                    let dst = unsafe { out.ptr.at(row0 * n + col0) };
                     if rows == BLOCK && cols == BLOCK {
                         // SAFETY: both operands hold `steps` steps (the packed layouts); the
                         // bias is 32 floats; the block's 32 x 32 values lie inside the output.
-                        unsafe { platform::block(&operands, bias_block.as_ptr(), dst, out.ldc) };
+                        unsafe { platform::block(&operands, bias_block.as_ptr(), dst, n) };
                         continue;
                     }
                     let mut tmp = [0f32; BLOCK * BLOCK];
@@ -305,8 +304,7 @@ unsafe fn multiply(left: &[u16], right: &[u16], steps: usize, out: &Output, bias
                     };
                     for r in 0..rows {
                         // SAFETY: row r of the block's valid part, inside the output.
-                        let row =
-                            unsafe { std::slice::from_raw_parts_mut(dst.add(r * out.ldc), cols) };
+                        let row = unsafe { std::slice::from_raw_parts_mut(dst.add(r * n), cols) };
                         row.copy_from_slice(&tmp[r * BLOCK..][..cols]);
                     }
                 }
@@ -352,7 +350,6 @@ pub(crate) fn matmul_bias(
     pack_left(x, k, m, k, left.as_mut_slice());
     let out = Output {
         ptr: OutPtr(y.as_mut_ptr()),
-        ldc: n,
         m,
         n,
     };

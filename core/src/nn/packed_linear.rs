@@ -15,7 +15,7 @@
 //! On CPUs with AMX (Intel Sapphire Rapids and later) the weight is instead split at load into
 //! the three bf16 parts of `nn::amx` and the products run on its tiles: as accurate as f32, not
 //! the same bits as the FMA kernels (Mimi's eight layers of projections over 250 frames, two
-//! threads: 43-46 -> 35-37 ms). Each output row still depends only on its own input row, so a
+//! threads: 40-43 -> 33-39 ms, alternated). Each output row still depends only on its own input row, so a
 //! streaming step and a whole signal give the same bits on one machine.
 
 use rayon::prelude::*;
@@ -34,11 +34,32 @@ const JOB_WORK: usize = 1 << 18;
 pub struct PackedLinear {
     k: usize,
     n: usize,
-    /// `[n.div_ceil(PANEL)][k][PANEL]`, columns past `n` zero; empty when `amx` holds the weight.
-    panels: Vec<f32>,
-    /// The weight split for the AMX kernel, where the machine has AMX.
-    amx: Option<AmxRight>,
+    weight: Weight,
     bias: Option<Vec<f32>>,
+}
+
+/// The form the weight is kept in, for the kernel that reads it.
+#[derive(Debug, Clone)]
+enum Weight {
+    /// `[n.div_ceil(PANEL)][k][PANEL]`, columns past `n` zero, for the FMA kernels.
+    Panels(Vec<f32>),
+    /// Split for the AMX tiles, where the machine has them.
+    Tiles(AmxRight),
+}
+
+/// `weight` `[n_out, k_in]` as panels of [`PANEL`] output columns, each `[k_in][PANEL]`.
+fn pack_panels(weight: &[f32], n_out: usize, k_in: usize) -> Vec<f32> {
+    let n_panels = n_out.div_ceil(PANEL);
+    let mut panels = vec![0f32; n_panels * k_in * PANEL];
+    for (p, panel) in panels.chunks_exact_mut(k_in * PANEL).enumerate() {
+        for j in 0..PANEL.min(n_out - p * PANEL) {
+            let row = &weight[(p * PANEL + j) * k_in..][..k_in];
+            for (kk, &w) in row.iter().enumerate() {
+                panel[kk * PANEL + j] = w;
+            }
+        }
+    }
+    panels
 }
 
 impl PackedLinear {
@@ -61,30 +82,15 @@ impl PackedLinear {
     ) -> Self {
         assert_eq!(weight.len(), n_out * k_in, "packed linear: weight shape");
         assert!(bias.is_none_or(|b| b.len() == n_out), "packed linear: bias");
-        if amx {
-            return PackedLinear {
-                k: k_in,
-                n: n_out,
-                panels: Vec::new(),
-                amx: Some(AmxRight::from_transposed(weight, n_out, k_in)),
-                bias: bias.map(<[f32]>::to_vec),
-            };
-        }
-        let n_panels = n_out.div_ceil(PANEL);
-        let mut panels = vec![0f32; n_panels * k_in * PANEL];
-        for (p, panel) in panels.chunks_exact_mut(k_in * PANEL).enumerate() {
-            for j in 0..PANEL.min(n_out - p * PANEL) {
-                let row = &weight[(p * PANEL + j) * k_in..][..k_in];
-                for (kk, &w) in row.iter().enumerate() {
-                    panel[kk * PANEL + j] = w;
-                }
-            }
-        }
+        let weight = if amx {
+            Weight::Tiles(AmxRight::from_transposed(weight, n_out, k_in))
+        } else {
+            Weight::Panels(pack_panels(weight, n_out, k_in))
+        };
         PackedLinear {
             k: k_in,
             n: n_out,
-            panels,
-            amx: None,
+            weight,
             bias: bias.map(<[f32]>::to_vec),
         }
     }
@@ -106,11 +112,11 @@ impl PackedLinear {
             j < self.n && out.len() == self.k,
             "packed linear: weight row"
         );
-        if let Some(amx) = &self.amx {
-            amx.weight_row(j, out);
-            return;
-        }
-        let panel = &self.panels[(j / PANEL) * self.k * PANEL..][..self.k * PANEL];
+        let panels = match &self.weight {
+            Weight::Panels(panels) => panels,
+            Weight::Tiles(tiles) => return tiles.weight_row(j, out),
+        };
+        let panel = &panels[(j / PANEL) * self.k * PANEL..][..self.k * PANEL];
         for (o, &w) in out.iter_mut().zip(panel[j % PANEL..].iter().step_by(PANEL)) {
             *o = w;
         }
@@ -127,10 +133,10 @@ impl PackedLinear {
         if m == 0 || self.n == 0 {
             return;
         }
-        if let Some(amx) = &self.amx {
-            amx::matmul_bias(amx, self.bias.as_deref(), x, m, y);
-            return;
-        }
+        let panels = match &self.weight {
+            Weight::Panels(panels) => panels,
+            Weight::Tiles(tiles) => return amx::matmul_bias(tiles, self.bias.as_deref(), x, m, y),
+        };
         let n_panels = self.n.div_ceil(PANEL);
         let per_panel = m * self.k * PANEL;
         let per_job = (JOB_WORK / per_panel.max(1)).clamp(1, n_panels);
@@ -141,7 +147,7 @@ impl PackedLinear {
             for p in first..(first + per_job).min(n_panels) {
                 let col0 = p * PANEL;
                 let cols = PANEL.min(self.n - col0);
-                let panel = &self.panels[p * self.k * PANEL..][..self.k * PANEL];
+                let panel = &panels[p * self.k * PANEL..][..self.k * PANEL];
                 let bias = self.bias.as_ref().map(|b| &b[col0..col0 + cols]);
                 let mut r0 = 0;
                 while r0 < m {
@@ -401,6 +407,9 @@ mod tests {
     use crate::nn::test_values as values;
 
     fn with_kernel(lin: &PackedLinear, x: &[f32], m: usize, kernel: Kernel) -> Vec<f32> {
+        let Weight::Panels(panels) = &lin.weight else {
+            panic!("the FMA kernels read panels");
+        };
         let mut y = vec![f32::NAN; m * lin.n];
         for p in 0..lin.n.div_ceil(PANEL) {
             let col0 = p * PANEL;
@@ -411,7 +420,7 @@ mod tests {
                 let block = Block {
                     x: &x[r0 * lin.k..][..rows * lin.k],
                     k: lin.k,
-                    panel: &lin.panels[p * lin.k * PANEL..][..lin.k * PANEL],
+                    panel: &panels[p * lin.k * PANEL..][..lin.k * PANEL],
                     bias: lin.bias.as_ref().map(|b| &b[col0..col0 + cols]),
                     cols,
                 };
