@@ -50,34 +50,32 @@ pub(crate) fn available() -> bool {
     }
 }
 
-/// Columns of the kernel's full register block on this CPU (48 with AVX-512, 16 with AVX2).
-/// Callers size their tiles in multiples of it: the columns left over after the last full
-/// block run one vector at a time, which is load-bound and about half as fast (a 256-column
-/// tile left 16 of every 256 columns there).
-pub(crate) fn column_block() -> usize {
+/// The kernel's register block on this CPU as (output rows, columns): 8 x 48 with AVX-512, 4 x
+/// 16 with AVX2, 1 x 16 for the portable loop.
+fn register_block() -> (usize, usize) {
     #[cfg(target_arch = "x86_64")]
     if available() {
         return if std::is_x86_feature_detected!("avx512f") {
-            avx512::COLUMNS
+            (avx512::CO, avx512::COLUMNS)
         } else {
-            avx2::COLUMNS
+            (avx2::CO, avx2::COLUMNS)
         };
     }
-    16
+    (1, 16)
 }
 
-/// Output rows of the kernel's register block on this CPU (8 with AVX-512, 4 with AVX2): callers
-/// that split the rows between jobs split them in multiples of it.
+/// Columns of the kernel's full register block on this CPU. Callers size their tiles in
+/// multiples of it: the columns left over after the last full block run one vector at a time,
+/// which is load-bound and about half as fast (a 256-column tile left 16 of every 256 columns
+/// there).
+pub(crate) fn column_block() -> usize {
+    register_block().1
+}
+
+/// Output rows of the kernel's register block on this CPU: callers that split the rows between
+/// jobs split them in multiples of it.
 pub(crate) fn row_block() -> usize {
-    #[cfg(target_arch = "x86_64")]
-    if available() {
-        return if std::is_x86_feature_detected!("avx512f") {
-            avx512::CO
-        } else {
-            avx2::CO
-        };
-    }
-    1
+    register_block().0
 }
 
 /// `tile` rounded down to whole [`column_block`]s (at least one).
