@@ -31,9 +31,11 @@ use rayon::prelude::*;
 use super::packed_linear::OutPtr;
 
 /// Rows and columns of one product block.
-const BLOCK: usize = 32;
+pub(crate) const BLOCK: usize = 32;
 /// Rows (left operand) or columns (right operand) of a tile.
-const TILE: usize = 16;
+pub(crate) const TILE: usize = 16;
+
+pub(crate) use platform::Tiles;
 /// `k` per tile: 16 pairs of bf16.
 const KSTEP: usize = 32;
 /// bf16 parts per value.
@@ -175,6 +177,16 @@ impl AmxRight {
                 }
             });
         AmxRight { k, n, steps, data }
+    }
+
+    /// Columns of the operand (rows of the weight given to [`Self::from_transposed`]).
+    pub(crate) fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Rows of the operand.
+    pub(crate) fn k(&self) -> usize {
+        self.k
     }
 
     /// Row `j` of the weight given to [`Self::from_transposed`], rebuilt from its parts.
@@ -359,6 +371,120 @@ pub(crate) fn matmul_bias(
     LEFT_BUFFER.set(left);
 }
 
+/// Three bf16 planes `[rows][width]`, the parts of a signal transposed to time-major order:
+/// the left operand of a convolution, whose rows (windows of consecutive time steps) overlap.
+#[derive(Debug, Default)]
+pub(crate) struct SplitPlanes {
+    data: Lines,
+    width: usize,
+    /// Values per plane (a whole number of lines).
+    plane: usize,
+}
+
+thread_local! {
+    /// Each thread's planes, kept between calls (as [`LEFT_BUFFER`]).
+    static PLANES: std::cell::Cell<SplitPlanes> = std::cell::Cell::new(SplitPlanes::default());
+}
+
+impl SplitPlanes {
+    /// This thread's planes for `rows` rows of `width` values, rows from `len` on zero,
+    /// filled from `span` (`[width][len]`, channel-major: the conv kernels' layout).
+    ///
+    /// # Panics
+    /// When AMX is not [`available`] or `width` is not a multiple of 32.
+    pub(crate) fn take_transposed(span: &[f32], width: usize, len: usize, rows: usize) -> Self {
+        assert!(available() && width.is_multiple_of(KSTEP), "amx: planes");
+        assert!(
+            len <= rows && span.len() >= width * len,
+            "amx: planes shape"
+        );
+        let plane = rows * width;
+        let mut planes = PLANES.take();
+        if planes.data.0.len() * 32 < PARTS * plane {
+            planes.data = Lines::zeros(PARTS * plane);
+        }
+        planes.width = width;
+        planes.plane = plane;
+        let data = planes.data.as_mut_slice();
+        for p in 0..PARTS {
+            data[p * plane + len * width..(p + 1) * plane].fill(0);
+        }
+        // SAFETY: AVX-512 F and BW are part of `available` (asserted); `span` holds `width`
+        // rows of `len` and each plane `rows >= len` rows of `width` (asserted and sized).
+        unsafe { platform::split_transposed(span, width, len, data, plane) };
+        planes
+    }
+
+    /// Give the planes back to this thread for its next call.
+    pub(crate) fn release(self) {
+        PLANES.set(self);
+    }
+}
+
+/// `out = left x right` for one 32 x 32 block of a convolution: output row `i` (a time step)
+/// is the window of `k` values starting at row `first_row + i * row_step` of the planes,
+/// times column block `cb` of `right` (`k` is the right operand's). `out` holds 32 rows of 32,
+/// `ld` apart; rows and columns past the operands' ends hold products of padding.
+///
+/// # Panics
+/// When a window of the 32 rows reaches past the planes, or `out` is too short.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn window_block(
+    planes: &SplitPlanes,
+    first_row: usize,
+    row_step: usize,
+    right: &AmxRight,
+    cb: usize,
+    out: &mut [f32],
+    ld: usize,
+    _tiles: &Tiles,
+) {
+    let (w, k) = (planes.width, right.k);
+    let last = (first_row + (BLOCK - 1) * row_step) * w + k.div_ceil(KSTEP) * KSTEP;
+    assert!(
+        last <= planes.plane && cb * BLOCK < right.n,
+        "amx: window block"
+    );
+    assert!(
+        ld >= BLOCK && out.len() >= (BLOCK - 1) * ld + BLOCK,
+        "amx: window output"
+    );
+    assert!(
+        (row_step * w * 2).is_multiple_of(64),
+        "amx: rows must start on a line"
+    );
+    let data = planes.data.as_slice();
+    let left = |p: usize| data[p * planes.plane + first_row * w..].as_ptr();
+    let block_operand = right.steps * STEP_LEN;
+    let operands = platform::Windows {
+        parts: [left(0), left(1), left(2)],
+        row_bytes: row_step * w * 2,
+        right: right.data.as_slice()[cb * block_operand..][..block_operand].as_ptr(),
+        steps: right.steps,
+    };
+    // SAFETY: tiles are configured on this thread (`_tiles`); each of the 32
+    // windows of `steps * 32` values lies inside its plane (asserted), the right operand's
+    // block holds `steps` steps, `out` 32 rows of 32, `ld` apart (asserted).
+    unsafe { platform::window_block(&operands, out.as_mut_ptr(), ld) };
+}
+
+/// The 16 x 16 block of `src` at `at` (rows `ld` apart), transposed.
+///
+/// # Panics
+/// When the block reaches past `src`, or AMX is not [`available`].
+pub(crate) fn transpose16(src: &[f32], at: usize, ld: usize) -> [f32; TILE * TILE] {
+    assert!(available() && ld >= TILE, "amx: transpose");
+    assert!(
+        at + (TILE - 1) * ld + TILE <= src.len(),
+        "amx: transpose bounds"
+    );
+    let mut out = [0f32; TILE * TILE];
+    // SAFETY: AVX-512 F is part of `available`; both blocks are inside their buffers
+    // (asserted).
+    unsafe { platform::transpose16(src[at..].as_ptr(), ld, out.as_mut_ptr(), TILE) };
+    out
+}
+
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod platform {
     use std::arch::asm;
@@ -395,10 +521,13 @@ mod platform {
     struct TileConfig([u8; 64]);
 
     /// Tiles configured on this thread until dropped.
-    pub(super) struct Tiles;
+    pub(crate) struct Tiles;
 
     impl Tiles {
-        pub(super) fn configure() -> Tiles {
+        /// # Panics
+        /// When AMX is not [`super::available`].
+        pub(crate) fn configure() -> Tiles {
+            assert!(super::available(), "amx: not available");
             let mut config = TileConfig([0; 64]);
             config.0[0] = 1;
             for t in 0..8 {
@@ -504,6 +633,207 @@ mod platform {
             );
         }
     }
+
+    /// A convolution block's operands: the left operand's three parts at the block's first
+    /// row (rows `row_bytes` apart, overlapping windows), the right operand's column block.
+    pub(super) struct Windows {
+        pub parts: [*const u16; 3],
+        pub row_bytes: usize,
+        pub right: *const u16,
+        pub steps: usize,
+    }
+
+    /// `c = left x right` for one 32 x 32 block of windows, `c` 32 rows of 32, `ldc` apart.
+    ///
+    /// # Safety
+    /// Tiles configured on this thread ([`Tiles`]); `steps >= 1`; each part has 32 rows of
+    /// `steps * 32` values readable from its pointer, `row_bytes` apart; the right pointer has
+    /// `steps` steps of 6 KiB readable; `c` 32 writable rows of 32.
+    pub(super) unsafe fn window_block(op: &Windows, c: *mut f32, ldc: usize) {
+        debug_assert!(op.steps >= 1);
+        let half = 16 * op.row_bytes;
+        // SAFETY: the caller's contract. As `block`, with the left operand's parts and halves
+        // reached through six pointers (rows 0-15 and 16-31 of hi, mid, lo), each moved on by
+        // 64 bytes (32 values of `k`) per step; accumulators start at zero.
+        unsafe {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "2:",
+                "tileloadd tmm4, [{h0} + {ls}*1]",
+                "tileloadd tmm5, [{h1} + {ls}*1]",
+                "tileloadd tmm6, [{b} + {s}*1 + 4096]",
+                "tileloadd tmm7, [{b} + {s}*1 + 5120]",
+                products_2x2!(),
+                "tileloadd tmm6, [{b} + {s}*1]",
+                "tileloadd tmm7, [{b} + {s}*1 + 1024]",
+                products_2x2!(),
+                "tileloadd tmm6, [{b} + {s}*1 + 2048]",
+                "tileloadd tmm7, [{b} + {s}*1 + 3072]",
+                products_2x2!(),
+                "tileloadd tmm4, [{m0} + {ls}*1]",
+                "tileloadd tmm5, [{m1} + {ls}*1]",
+                products_2x2!(),
+                "tileloadd tmm6, [{b} + {s}*1]",
+                "tileloadd tmm7, [{b} + {s}*1 + 1024]",
+                products_2x2!(),
+                "tileloadd tmm4, [{l0} + {ls}*1]",
+                "tileloadd tmm5, [{l1} + {ls}*1]",
+                products_2x2!(),
+                "add {h0}, 64",
+                "add {h1}, 64",
+                "add {m0}, 64",
+                "add {m1}, 64",
+                "add {l0}, 64",
+                "add {l1}, 64",
+                "add {b}, {step}",
+                "dec {n}",
+                "jnz 2b",
+                "tilestored [{c} + {ldc}*1], tmm0",
+                "tilestored [{c} + {ldc}*1 + 64], tmm1",
+                // Rows 16-31: 16 rows of `ldc` bytes further.
+                "lea {h0}, [{c} + {ldc}*8]",
+                "lea {h0}, [{h0} + {ldc}*8]",
+                "tilestored [{h0} + {ldc}*1], tmm2",
+                "tilestored [{h0} + {ldc}*1 + 64], tmm3",
+                h0 = inout(reg) op.parts[0] => _,
+                h1 = inout(reg) op.parts[0].wrapping_byte_add(half) => _,
+                m0 = inout(reg) op.parts[1] => _,
+                m1 = inout(reg) op.parts[1].wrapping_byte_add(half) => _,
+                l0 = inout(reg) op.parts[2] => _,
+                l1 = inout(reg) op.parts[2].wrapping_byte_add(half) => _,
+                ls = in(reg) op.row_bytes,
+                b = inout(reg) op.right => _,
+                s = in(reg) 64usize,
+                step = const STEP_BYTES,
+                n = inout(reg) op.steps => _,
+                c = in(reg) c,
+                ldc = in(reg) ldc * 4,
+                options(nostack),
+            );
+        }
+    }
+
+    use std::arch::x86_64::*;
+
+    /// Three 16-value runs of bf16 parts (as in [`super::split`]) of the 16 values of `v`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn split16(v: __m512) -> [__m256i; 3] {
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw")]
+        fn nearest(v: __m512) -> (__m512i, __m512) {
+            let bits = _mm512_castps_si512(v);
+            let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+            let round = _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd);
+            let b = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, round));
+            (b, _mm512_castsi512_ps(_mm512_slli_epi32::<16>(b)))
+        }
+        let (hi, hi_f) = nearest(v);
+        let rest = _mm512_sub_ps(v, hi_f);
+        let (mid, mid_f) = nearest(rest);
+        let (lo, _) = nearest(_mm512_sub_ps(rest, mid_f));
+        [hi, mid, lo].map(|p| _mm512_cvtepi32_epi16(p))
+    }
+
+    /// Transpose the 16 x 16 block at `src` (rows `lds` apart) into `dst` (rows `ldd` apart).
+    ///
+    /// # Safety
+    /// Both blocks lie inside their buffers; the CPU has AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transpose16(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+        // SAFETY: the caller's contract.
+        let r: [__m512; 16] = std::array::from_fn(|i| unsafe { _mm512_loadu_ps(src.add(i * lds)) });
+        for (i, row) in transpose16_regs(r).into_iter().enumerate() {
+            // SAFETY: the caller's contract.
+            unsafe { _mm512_storeu_ps(dst.add(i * ldd), row) };
+        }
+    }
+
+    /// Sixteen rows of sixteen values, transposed.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn transpose16_regs(r: [__m512; 16]) -> [__m512; 16] {
+        // Pairs of rows interleaved, then pairs of pairs: lane L of u[4i + j] holds column
+        // 4L + j of rows 4i..4i+3. The lanes are then transposed as a 4 x 4 matrix.
+        let t: [__m512; 16] = std::array::from_fn(|i| {
+            let (a, b) = (r[i & !1], r[i | 1]);
+            if i % 2 == 0 {
+                _mm512_unpacklo_ps(a, b)
+            } else {
+                _mm512_unpackhi_ps(a, b)
+            }
+        });
+        let u: [__m512; 16] = std::array::from_fn(|i| {
+            let (g, j) = (i / 4 * 4, i % 4);
+            let (a, b) = (
+                _mm512_castps_pd(t[g + j / 2]),
+                _mm512_castps_pd(t[g + 2 + j / 2]),
+            );
+            _mm512_castpd_ps(if j % 2 == 0 {
+                _mm512_unpacklo_pd(a, b)
+            } else {
+                _mm512_unpackhi_pd(a, b)
+            })
+        });
+        let mut out = [_mm512_setzero_ps(); 16];
+        for j in 0..4 {
+            let v0 = _mm512_shuffle_f32x4::<0x88>(u[j], u[4 + j]);
+            let v1 = _mm512_shuffle_f32x4::<0xdd>(u[j], u[4 + j]);
+            let v2 = _mm512_shuffle_f32x4::<0x88>(u[8 + j], u[12 + j]);
+            let v3 = _mm512_shuffle_f32x4::<0xdd>(u[8 + j], u[12 + j]);
+            out[j] = _mm512_shuffle_f32x4::<0x88>(v0, v2);
+            out[4 + j] = _mm512_shuffle_f32x4::<0x88>(v1, v3);
+            out[8 + j] = _mm512_shuffle_f32x4::<0xdd>(v0, v2);
+            out[12 + j] = _mm512_shuffle_f32x4::<0xdd>(v1, v3);
+        }
+        out
+    }
+
+    /// `span` (`[width][len]`) transposed to `[len][width]` and split into the three planes of
+    /// `out`, `plane` values apart.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and BW; `width` is a multiple of 16; `span` holds `width * len`
+    /// values and `out` three planes of at least `len * width`.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn split_transposed(
+        span: &[f32],
+        width: usize,
+        len: usize,
+        out: &mut [u16],
+        plane: usize,
+    ) {
+        assert!(span.len() >= width * len && out.len() >= 2 * plane + len * width);
+        let full = len / 16 * 16;
+        for c0 in (0..width).step_by(16) {
+            for t0 in (0..full).step_by(16) {
+                // SAFETY: rows c0..c0+16 (width is a multiple of 16), times t0..t0+16 <= len.
+                let r: [__m512; 16] = std::array::from_fn(|i| unsafe {
+                    _mm512_loadu_ps(span.as_ptr().add((c0 + i) * len + t0))
+                });
+                for (i, row) in transpose16_regs(r).into_iter().enumerate() {
+                    let at = (t0 + i) * width + c0;
+                    for (p, part) in split16(row).into_iter().enumerate() {
+                        // SAFETY: 16 values at `at` inside plane `p` (asserted above).
+                        unsafe {
+                            _mm256_storeu_si256(out.as_mut_ptr().add(p * plane + at).cast(), part)
+                        };
+                    }
+                }
+            }
+        }
+        for t in full..len {
+            for c in 0..width {
+                let parts = super::split(span[c * len + t]);
+                for (p, v) in parts.into_iter().enumerate() {
+                    out[p * plane + t * width + c] = v;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
@@ -512,10 +842,10 @@ mod platform {
         false
     }
 
-    pub(super) struct Tiles;
+    pub(crate) struct Tiles;
 
     impl Tiles {
-        pub(super) fn configure() -> Tiles {
+        pub(crate) fn configure() -> Tiles {
             unreachable!("AMX is never available here")
         }
     }
@@ -527,6 +857,25 @@ mod platform {
     }
 
     pub(super) unsafe fn block(_: &Operands, _: *const f32, _: *mut f32, _: usize) {
+        unreachable!("AMX is never available here")
+    }
+
+    pub(super) struct Windows {
+        pub parts: [*const u16; 3],
+        pub row_bytes: usize,
+        pub right: *const u16,
+        pub steps: usize,
+    }
+
+    pub(super) unsafe fn window_block(_: &Windows, _: *mut f32, _: usize) {
+        unreachable!("AMX is never available here")
+    }
+
+    pub(super) unsafe fn transpose16(_: *const f32, _: usize, _: *mut f32, _: usize) {
+        unreachable!("AMX is never available here")
+    }
+
+    pub(super) unsafe fn split_transposed(_: &[f32], _: usize, _: usize, _: &mut [u16], _: usize) {
         unreachable!("AMX is never available here")
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
+use super::conv_amx::{TileConv, TileConvTranspose};
 use super::conv_cpu::{ConvGeom, ConvTrGeom};
 use super::conv_polyphase_winograd::{StridedWinograd, TransposedWinograd};
 use super::conv_winograd::{self, WinogradWeights};
@@ -114,6 +115,10 @@ pub(super) enum CpuKernel {
     Strided(StridedWinograd),
     /// A transposed conv by minimal filtering over frames (`conv_polyphase_winograd`).
     Transposed(TransposedWinograd),
+    /// Split for the AMX tiles (`conv_amx`).
+    Tiles(TileConv),
+    /// A transposed conv split for the AMX tiles (`conv_amx`).
+    TransposedTiles(TileConvTranspose),
 }
 
 /// Weights copied out once for the CPU kernels (so a forward pass never touches tensors).
@@ -258,19 +263,22 @@ impl Conv1d {
         let Some(w) = cpu.plain() else {
             return self;
         };
-        let transformed = if cfg.groups == 1
-            && cfg.stride == 1
-            && cin_g > 1
-            && conv_winograd::supported_kernel(kernel)
-        {
-            CpuKernel::Winograd(WinogradWeights::new(w, c_out, cin_g, kernel))
-        } else if StridedWinograd::fits(kernel, cfg.stride, cfg.dilation, cfg.groups)
-            && (STRIDED_WINOGRAD_MIN_OUT_CHANNELS..WINOGRAD_MAX_WIDE_CHANNELS).contains(&c_out)
-        {
-            CpuKernel::Strided(StridedWinograd::new(w, c_out, cin_g, kernel, cfg.stride))
-        } else {
-            return self;
-        };
+        let transformed =
+            if cfg.stride > 1 && TileConv::fits(cin_g, kernel, cfg.dilation, cfg.groups) {
+                CpuKernel::Tiles(TileConv::new(w, c_out, cin_g, kernel, cfg.stride))
+            } else if cfg.groups == 1
+                && cfg.stride == 1
+                && cin_g > 1
+                && conv_winograd::supported_kernel(kernel)
+            {
+                CpuKernel::Winograd(WinogradWeights::new(w, c_out, cin_g, kernel))
+            } else if StridedWinograd::fits(kernel, cfg.stride, cfg.dilation, cfg.groups)
+                && (STRIDED_WINOGRAD_MIN_OUT_CHANNELS..WINOGRAD_MAX_WIDE_CHANNELS).contains(&c_out)
+            {
+                CpuKernel::Strided(StridedWinograd::new(w, c_out, cin_g, kernel, cfg.stride))
+            } else {
+                return self;
+            };
         self.cpu = Some(cpu.with_kernel(transformed));
         self
     }
@@ -420,6 +428,14 @@ impl ConvTranspose1d {
     pub fn with_winograd(mut self) -> Self {
         let cfg = self.cfg;
         let (c_in, c_out, kernel) = (self.in_channels(), self.out_channels(), self.kernel_size());
+        if TileConvTranspose::fits(c_in, c_out, cfg.stride, cfg.dilation, cfg.groups)
+            && let Some(cpu) = &self.cpu
+            && let Some(w) = cpu.plain()
+        {
+            let tc = TileConvTranspose::new(w, c_in, c_out, kernel, cfg.stride);
+            self.cpu = Some(cpu.with_kernel(CpuKernel::TransposedTiles(tc)));
+            return self;
+        }
         // Up to 64 output channels the direct polyphase kernel (`conv_tr_direct`) is faster.
         let direct = c_out <= conv_tr_direct::MAX_OUT_CHANNELS && conv_direct::available();
         if cfg.groups != 1

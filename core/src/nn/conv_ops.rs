@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Layout, Module, Storage, Tensor};
 
 use super::Snake1d;
 use super::conv::{Conv1d, ConvTranspose1d, CpuKernel, CpuWeights, EdgeMode};
+use super::conv_amx;
 use super::conv_cpu::{self, ConvGeom, Fusion, PreAct};
 use super::conv_polyphase_winograd;
 use super::conv_tr_direct;
@@ -123,7 +124,10 @@ fn dense_conv(
                 )
             })
         }
-        CpuKernel::Transposed(_) => None,
+        CpuKernel::Transposed(_) | CpuKernel::TransposedTiles(_) => None,
+        CpuKernel::Tiles(tc) => tc
+            .applies(geom, f)
+            .then(|| conv_amx::conv1d_tiles(xs, tc, f, geom)),
     }
 }
 
@@ -482,6 +486,9 @@ impl ConvTranspose1d {
                             xs, tw, bias, pre_act, &geom, 0,
                         ))
                     }
+                    CpuKernel::TransposedTiles(tc) if tc.applies(&geom) => Some(
+                        conv_amx::conv_transpose1d_tiles(xs, tc, bias, pre_act, &geom),
+                    ),
                     CpuKernel::Plain(w) if conv_tr_direct::applies(&geom) => Some(
                         conv_tr_direct::conv_transpose1d_polyphase(xs, w, bias, pre_act, &geom),
                     ),

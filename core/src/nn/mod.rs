@@ -3,6 +3,7 @@
 
 mod amx;
 mod conv;
+mod conv_amx;
 mod conv_cpu;
 mod conv_direct;
 mod conv_ops;

@@ -1,0 +1,519 @@
+//! Dense convolutions on AMX tiles (`nn::amx`), as accurate as f32.
+//!
+//! A conv is a matrix product whose left rows overlap: output step `t` multiplies the window of
+//! `kernel` input steps from `t * stride` by the weight. With the input time-major
+//! (`[time][c_in]`), that window is `kernel * c_in` consecutive values, so the tiles read every
+//! row straight from the input, `stride * c_in` values apart, with no im2col copy. Each time
+//! tile is activated and padded in channel-major order as the other kernels do
+//! (`conv_cpu::fill_span`), then transposed and split into three bf16 planes once; the weight
+//! (`[c_out][kernel][c_in]`, split) is split once at load.
+//!
+//! The products come out time-major and are transposed back, 32 x 32 at a time, as the bias
+//! and residual are added.
+//!
+//! Every output sample depends only on its own window, summed in one fixed order, so a window
+//! of a long signal gives the same bits as the whole signal.
+
+use super::amx::{self, AmxRight, BLOCK, SplitPlanes, TILE, Tiles};
+use super::conv::EdgeMode;
+use super::conv_cpu::{ConvGeom, ConvTrGeom, Fusion, PreAct, fill_span, run_jobs};
+use super::gemm::{SharedOut, assume_init, uninit_buffer};
+
+/// Input channels must be a whole number of tile rows' worth of `k` (32 bf16), so that every
+/// window starts on a cache line.
+const CHANNEL_MULTIPLE: usize = 32;
+
+/// Bytes of split input a time tile may hold: it is re-read from L2 for every column block.
+const PLANE_BYTES: usize = 256 << 10;
+
+/// A conv's weight split for the tiles.
+#[derive(Debug, Clone)]
+pub(crate) struct TileConv {
+    right: AmxRight,
+    c_in: usize,
+    c_out: usize,
+    kernel: usize,
+    stride: usize,
+}
+
+impl TileConv {
+    /// Whether the tiles can run this conv: AMX is there, one group, no dilation, input
+    /// channels in whole lines.
+    pub(crate) fn fits(c_in: usize, kernel: usize, dilation: usize, groups: usize) -> bool {
+        groups == 1
+            && dilation == 1
+            && kernel >= 1
+            && c_in.is_multiple_of(CHANNEL_MULTIPLE)
+            && amx::available()
+    }
+
+    /// From torch's weight `[c_out, c_in, kernel]`.
+    pub(crate) fn new(w: &[f32], c_out: usize, c_in: usize, kernel: usize, stride: usize) -> Self {
+        assert_eq!(w.len(), c_out * c_in * kernel, "tile conv: weight shape");
+        // Window order: tap-major, then channel (the time-major input's order).
+        let mut windowed = vec![0f32; w.len()];
+        for o in 0..c_out {
+            for ci in 0..c_in {
+                for kx in 0..kernel {
+                    windowed[(o * kernel + kx) * c_in + ci] = w[(o * c_in + ci) * kernel + kx];
+                }
+            }
+        }
+        TileConv {
+            right: AmxRight::from_transposed(&windowed, c_out, kernel * c_in),
+            c_in,
+            c_out,
+            kernel,
+            stride,
+        }
+    }
+
+    /// Whether a call with this geometry fits the weight.
+    pub(crate) fn applies(&self, g: &ConvGeom, f: &Fusion) -> bool {
+        g.groups == 1
+            && g.dilation == 1
+            && g.c_in == self.c_in
+            && g.c_out == self.c_out
+            && g.kernel == self.kernel
+            && g.stride == self.stride
+            && f.post.is_none()
+    }
+}
+
+/// The conv over `x` (`[batch, c_in, l_in]`), with every fusion but `post`.
+pub(crate) fn conv1d_tiles(x: &[f32], conv: &TileConv, f: &Fusion, g: &ConvGeom) -> Vec<f32> {
+    debug_assert!(conv.applies(g, f));
+    let l_out = g.l_out().expect("checked by the caller");
+    let tile = tile_steps(conv.stride * conv.c_in, l_out);
+    let n_tiles = l_out.div_ceil(tile);
+    let mut out = uninit_buffer(g.batch * g.c_out * l_out);
+    let shared = SharedOut::new_uninit(&mut out);
+    let work = tile * g.c_out * g.c_in * g.kernel;
+    run_jobs(g.batch * n_tiles, work, |job, scratch, _| {
+        let b = job / n_tiles;
+        let t0 = (job % n_tiles) * tile;
+        let nt = tile.min(l_out - t0);
+        let xb = &x[b * g.c_in * g.l_in..][..g.c_in * g.l_in];
+        let first = (t0 * g.stride) as isize - g.padding as isize;
+        let len = (nt - 1) * g.stride + g.kernel;
+        let scale = f.in_scale.map(|s| &s[b * g.l_in..][..g.l_in]);
+        fill_span(
+            &mut scratch.b,
+            xb,
+            g.l_in,
+            g.c_in,
+            0,
+            (first, len),
+            g.edge,
+            f.pre,
+            scale,
+        );
+        let products =
+            TimeMajor::compute(&scratch.b, len, nt, g.stride, &conv.right, &mut scratch.a);
+        let dst = ChannelMajor {
+            out: &shared,
+            first: b * g.c_out * l_out + t0,
+            len: l_out,
+            bias: f.bias,
+            residual: f.residual,
+        };
+        // SAFETY: job (b, tile) alone writes steps t0..t0+nt of batch b's rows.
+        unsafe { products.store(0..nt, g.c_out, &dst) };
+    });
+    // SAFETY: the jobs cover every (batch, tile) and write every channel of their steps.
+    unsafe { assume_init(out) }
+}
+
+/// A transposed conv's weight split for the tiles.
+///
+/// Output frame `q` (samples `q s .. q s + s`) sums input frames `q - A + 1 ..= q`, `A =
+/// ceil(kernel / s)` (frame `q - a` through taps `phase + a s`), so the transposed conv is a
+/// stride-1 conv of `A` taps over the input with `s * c_out` outputs per frame, ordered
+/// phase-major: a frame's products are its `s` samples, time-major, as they come out.
+#[derive(Debug, Clone)]
+pub(crate) struct TileConvTranspose {
+    right: AmxRight,
+    c_in: usize,
+    c_out: usize,
+    kernel: usize,
+    stride: usize,
+}
+
+impl TileConvTranspose {
+    /// Whether the tiles can run this transposed conv: AMX is there, one group, no dilation,
+    /// input channels and a frame's outputs in whole lines.
+    pub(crate) fn fits(
+        c_in: usize,
+        c_out: usize,
+        stride: usize,
+        dilation: usize,
+        groups: usize,
+    ) -> bool {
+        groups == 1
+            && dilation == 1
+            && c_in.is_multiple_of(CHANNEL_MULTIPLE)
+            && (stride * c_out).is_multiple_of(BLOCK)
+            && amx::available()
+    }
+
+    /// From torch's weight `[c_in, c_out, kernel]`.
+    pub(crate) fn new(w: &[f32], c_in: usize, c_out: usize, kernel: usize, stride: usize) -> Self {
+        assert_eq!(w.len(), c_in * c_out * kernel, "tile conv: weight shape");
+        let frames = kernel.div_ceil(stride);
+        let n = stride * c_out;
+        let k = frames * c_in;
+        let mut windowed = vec![0f32; n * k];
+        for phase in 0..stride {
+            for co in 0..c_out {
+                let row = &mut windowed[(phase * c_out + co) * k..][..k];
+                // Window position `p` is input frame `q - (frames - 1) + p`.
+                for p in 0..frames {
+                    let tap = phase + (frames - 1 - p) * stride;
+                    if tap >= kernel {
+                        continue;
+                    }
+                    for ci in 0..c_in {
+                        row[p * c_in + ci] = w[(ci * c_out + co) * kernel + tap];
+                    }
+                }
+            }
+        }
+        TileConvTranspose {
+            right: AmxRight::from_transposed(&windowed, n, k),
+            c_in,
+            c_out,
+            kernel,
+            stride,
+        }
+    }
+
+    /// Whether a call with this geometry fits the weight.
+    pub(crate) fn applies(&self, g: &ConvTrGeom) -> bool {
+        g.dilation == 1
+            && g.c_in == self.c_in
+            && g.c_out == self.c_out
+            && g.kernel == self.kernel
+            && g.stride == self.stride
+    }
+}
+
+/// The transposed conv over `x` (`[batch, c_in, l_in]`), `pre` on its input, plus `bias`.
+pub(crate) fn conv_transpose1d_tiles(
+    x: &[f32],
+    conv: &TileConvTranspose,
+    bias: Option<&[f32]>,
+    pre: Option<PreAct>,
+    g: &ConvTrGeom,
+) -> Vec<f32> {
+    debug_assert!(conv.applies(g));
+    let l_out = g.l_out().expect("checked by the caller");
+    let s = g.stride;
+    let frames = g.kernel.div_ceil(s);
+    // Output sample `o` is sample `o + padding` of the full output, in frame `(o + padding) / s`.
+    let first_frame = g.padding / s;
+    let end_frame = (g.padding + l_out - 1) / s + 1;
+    let tile = tile_steps(g.c_in, end_frame - first_frame);
+    let n_tiles = (end_frame - first_frame).div_ceil(tile);
+    let mut out = uninit_buffer(g.batch * g.c_out * l_out);
+    let shared = SharedOut::new_uninit(&mut out);
+    let work = tile * s * g.c_out * g.c_in * frames;
+    run_jobs(g.batch * n_tiles, work, |job, scratch, _| {
+        let b = job / n_tiles;
+        let q0 = first_frame + (job % n_tiles) * tile;
+        let nq = tile.min(end_frame - q0);
+        let xb = &x[b * g.c_in * g.l_in..][..g.c_in * g.l_in];
+        let first = q0 as isize - (frames - 1) as isize;
+        let len = nq + frames - 1;
+        fill_span(
+            &mut scratch.b,
+            xb,
+            g.l_in,
+            g.c_in,
+            0,
+            (first, len),
+            EdgeMode::Zeros,
+            pre,
+            None,
+        );
+        let frames_out = TimeMajor::compute(&scratch.b, len, nq, 1, &conv.right, &mut scratch.a);
+        // The same products as `[nq * s][c_out]`: one row per output sample.
+        let samples = TimeMajor {
+            values: frames_out.values,
+            width: g.c_out,
+        };
+        let lo = (q0 * s).max(g.padding);
+        let hi = ((q0 + nq) * s).min(g.padding + l_out);
+        let dst = ChannelMajor {
+            out: &shared,
+            first: b * g.c_out * l_out + lo - g.padding,
+            len: l_out,
+            bias,
+            residual: None,
+        };
+        // SAFETY: job (b, tile) alone writes the samples of its frames.
+        unsafe { samples.store(lo - q0 * s..hi - q0 * s, g.c_out, &dst) };
+    });
+    // SAFETY: the tiles cover every frame with an output sample, each writing all of its
+    // samples of every channel.
+    unsafe { assume_init(out) }
+}
+
+/// Output steps per time tile: the split input (`per_step` values a step) within
+/// [`PLANE_BYTES`], a whole number of blocks, and at least two tiles per thread where the
+/// signal is long enough.
+fn tile_steps(per_step: usize, l_out: usize) -> usize {
+    let by_cache = (PLANE_BYTES / (per_step * 6).max(1)) / BLOCK * BLOCK;
+    let threads = rayon::current_num_threads();
+    let by_threads = l_out.div_ceil(2 * threads).div_ceil(BLOCK) * BLOCK;
+    by_cache.min(by_threads).max(BLOCK)
+}
+
+/// A time tile's products, `[steps][width]` (time-major, `width` a whole number of blocks).
+struct TimeMajor<'a> {
+    values: &'a [f32],
+    width: usize,
+}
+
+impl<'a> TimeMajor<'a> {
+    /// The windows of `steps` output steps, `stride` input steps apart, over `span`
+    /// (`[c_in][len]`, channel-major, activated and padded), times `right`, into `buf`.
+    fn compute(
+        span: &[f32],
+        len: usize,
+        steps: usize,
+        stride: usize,
+        right: &AmxRight,
+        buf: &'a mut Vec<f32>,
+    ) -> Self {
+        let c_in = span.len() / len;
+        let row_blocks = steps.div_ceil(BLOCK);
+        let width = right.n().div_ceil(BLOCK) * BLOCK;
+        // Whole blocks of windows: rows past the span read zeros.
+        let rows = (row_blocks * BLOCK - 1) * stride + right.k() / c_in;
+        let planes = SplitPlanes::take_transposed(&span[..c_in * len], c_in, len, rows);
+        buf.resize(row_blocks * BLOCK * width, 0.0);
+        let tiles = Tiles::configure();
+        for cb in 0..width / BLOCK {
+            for rb in 0..row_blocks {
+                let out = &mut buf[rb * BLOCK * width + cb * BLOCK..];
+                amx::window_block(
+                    &planes,
+                    rb * BLOCK * stride,
+                    stride,
+                    right,
+                    cb,
+                    out,
+                    width,
+                    &tiles,
+                );
+            }
+        }
+        drop(tiles);
+        planes.release();
+        TimeMajor { values: buf, width }
+    }
+
+    /// Rows `rows` of the first `channels` columns, transposed into `dst` (row `t` of these
+    /// products to sample `dst.first + t - rows.start`).
+    ///
+    /// # Safety
+    /// No one else accesses those samples of `dst` during the call.
+    unsafe fn store(&self, rows: std::ops::Range<usize>, channels: usize, dst: &ChannelMajor) {
+        let width = self.width;
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            let n = TILE.min(rows.end - r0);
+            let at = dst.first + r0 - rows.start;
+            for c0 in (0..channels).step_by(TILE) {
+                let by_channel = if n == TILE && r0 + TILE <= self.values.len() / width {
+                    amx::transpose16(self.values, r0 * width + c0, width)
+                } else {
+                    let mut t = [0f32; TILE * TILE];
+                    for i in 0..n {
+                        for j in 0..TILE.min(width - c0) {
+                            t[j * TILE + i] = self.values[(r0 + i) * width + c0 + j];
+                        }
+                    }
+                    t
+                };
+                for j in 0..TILE.min(channels - c0) {
+                    let c = c0 + j;
+                    let sums = &by_channel[j * TILE..][..n];
+                    let bias = dst.bias.map_or(0.0, |bias| bias[c]);
+                    let at = at + c * dst.len;
+                    // SAFETY: the caller owns these samples.
+                    unsafe {
+                        match dst.residual {
+                            Some(res) => dst.out.init_row(at, n, |i| sums[i] + bias + res[at + i]),
+                            None => dst.out.init_row(at, n, |i| sums[i] + bias),
+                        }
+                    };
+                }
+            }
+            r0 += n;
+        }
+    }
+}
+
+/// Where [`TimeMajor::store`] writes: channel `c`'s samples from `first + c * len`, plus the
+/// bias and the residual (same layout as the output).
+struct ChannelMajor<'a> {
+    out: &'a SharedOut,
+    first: usize,
+    len: usize,
+    bias: Option<&'a [f32]>,
+    residual: Option<&'a [f32]>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::conv_cpu::{conv_transpose1d_gemm, conv1d_gemm};
+    use crate::nn::test_values as values;
+
+    fn geom(c_in: usize, c_out: usize, kernel: usize, stride: usize, l_in: usize) -> ConvGeom {
+        ConvGeom {
+            batch: 2,
+            c_in,
+            l_in,
+            c_out,
+            kernel,
+            padding: kernel - stride,
+            pad_right: 1,
+            edge: EdgeMode::Zeros,
+            stride,
+            dilation: 1,
+            groups: 1,
+        }
+    }
+
+    /// Against the f32 FMA kernels, within the error of an f32 sum of `c_in * kernel` terms
+    /// (the two round differently), with every fusion the tiles take.
+    #[test]
+    fn tiles_match_the_fma_kernels() {
+        if !amx::available() {
+            eprintln!("AMX not available here: skipped");
+            return;
+        }
+        for (c_in, c_out, kernel, stride, l_in, edge) in [
+            (32, 32, 3, 1, 100, EdgeMode::Zeros),
+            (64, 40, 8, 4, 1000, EdgeMode::Reflect),
+            (32, 70, 10, 5, 333, EdgeMode::Replicate),
+            (64, 32, 1, 1, 65, EdgeMode::Zeros),
+            (96, 128, 4, 2, 5000, EdgeMode::Zeros),
+        ] {
+            let g = ConvGeom {
+                edge,
+                ..geom(c_in, c_out, kernel, stride, l_in)
+            };
+            let l_out = g.l_out().unwrap();
+            let w = values(c_out * c_in * kernel, 1);
+            let x = values(2 * c_in * l_in, 2);
+            let bias = values(c_out, 3);
+            let residual = values(2 * c_out * l_out, 4);
+            let conv = TileConv::new(&w, c_out, c_in, kernel, stride);
+            for (pre, with_residual) in [(None, false), (Some(PreAct::Elu), true)] {
+                let f = Fusion {
+                    bias: Some(&bias),
+                    pre,
+                    residual: with_residual.then_some(&residual[..]),
+                    ..Default::default()
+                };
+                assert!(conv.applies(&g, &f));
+                let got = conv1d_tiles(&x, &conv, &f, &g);
+                let want = conv1d_gemm(&x, &w, &f, &g);
+                assert_eq!(got.len(), want.len());
+                let bound = (c_in * kernel) as f32 * 4e-7 * 8.0;
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= bound,
+                        "{c_in}->{c_out} k{kernel} s{stride} at {i}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Transposed convs against the f32 gemm kernel, cropped and padded as torch's layer is.
+    #[test]
+    fn transposed_tiles_match_the_fma_kernels() {
+        if !amx::available() {
+            eprintln!("AMX not available here: skipped");
+            return;
+        }
+        for (c_in, c_out, kernel, stride, padding, output_padding, l_in) in [
+            (32, 32, 8, 4, 0, 0, 100),
+            (64, 32, 10, 5, 3, 1, 257),
+            (32, 16, 4, 2, 1, 0, 1000),
+            (64, 64, 3, 2, 0, 1, 77),
+            (128, 48, 12, 6, 6, 0, 40),
+        ] {
+            let g = ConvTrGeom {
+                batch: 2,
+                c_in,
+                l_in,
+                c_out,
+                kernel,
+                padding,
+                output_padding,
+                stride,
+                dilation: 1,
+            };
+            assert!(TileConvTranspose::fits(c_in, c_out, stride, 1, 1));
+            let w = values(c_in * c_out * kernel, 7);
+            let x = values(2 * c_in * l_in, 8);
+            let bias = values(c_out, 9);
+            let conv = TileConvTranspose::new(&w, c_in, c_out, kernel, stride);
+            for pre in [None, Some(PreAct::Elu)] {
+                let got = conv_transpose1d_tiles(&x, &conv, Some(&bias), pre, &g);
+                let want = conv_transpose1d_gemm(&x, &w, Some(&bias), pre, &g);
+                assert_eq!(got.len(), want.len());
+                let bound = (c_in * kernel.div_ceil(stride)) as f32 * 4e-7 * 8.0;
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= bound,
+                        "{c_in}->{c_out} k{kernel} s{stride} at {i}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A window of the input, padded as the whole signal is at its edges, gives the whole
+    /// signal's output samples bit for bit.
+    #[test]
+    fn windows_give_the_same_bits() {
+        if !amx::available() {
+            eprintln!("AMX not available here: skipped");
+            return;
+        }
+        let (c_in, c_out, kernel, stride, l_in) = (64, 48, 8, 4, 4000);
+        let g = ConvGeom {
+            batch: 1,
+            padding: 0,
+            pad_right: 0,
+            ..geom(c_in, c_out, kernel, stride, l_in)
+        };
+        let w = values(c_out * c_in * kernel, 5);
+        let x = values(c_in * l_in, 6);
+        let conv = TileConv::new(&w, c_out, c_in, kernel, stride);
+        let f = Fusion::default();
+        let whole = conv1d_tiles(&x, &conv, &f, &g);
+        let l_out = g.l_out().unwrap();
+        // Output steps 37..37+101 read input samples 148..148 + 100 * 4 + 8.
+        let (first, steps) = (37, 101);
+        let len = (steps - 1) * stride + kernel;
+        let window: Vec<f32> = (0..c_in)
+            .flat_map(|c| x[c * l_in + first * stride..][..len].to_vec())
+            .collect();
+        let part = conv1d_tiles(&window, &conv, &f, &ConvGeom { l_in: len, ..g });
+        for c in 0..c_out {
+            let a = &whole[c * l_out + first..][..steps];
+            let b = &part[c * steps..][..steps];
+            assert!(
+                a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "channel {c}"
+            );
+        }
+    }
+}
