@@ -144,6 +144,16 @@ impl SConv1d {
         })
     }
 
+    /// The inner conv on AMX tiles (`Conv1d::with_tiles`), where the CPU has them and it fits.
+    pub fn with_tiles(mut self) -> Self {
+        self.conv = self.conv.with_tiles();
+        self
+    }
+
+    pub fn runs_on_tiles(&self) -> bool {
+        self.conv.runs_on_tiles()
+    }
+
     /// The inner conv by minimal filtering (`Conv1d::with_winograd`), for wide stride-1 convs.
     pub fn with_winograd(mut self) -> Self {
         self.conv = self.conv.with_winograd();

@@ -56,11 +56,22 @@ impl ResBlock {
         } else {
             None
         };
-        Ok(ResBlock {
+        let block = ResBlock {
             conv1,
             conv2,
             shortcut,
-        })
+        };
+        // On AMX tiles only when all its convs are, so that the block still runs in one pass
+        // (`EluResidualUnit`), else on the FMA kernels.
+        let tiled = ResBlock {
+            conv1: block.conv1.clone().with_tiles(),
+            conv2: block.conv2.clone().with_tiles(),
+            shortcut: block.shortcut.clone().map(SConv1d::with_tiles),
+        };
+        let all_tiled = tiled.conv1.runs_on_tiles()
+            && tiled.conv2.runs_on_tiles()
+            && tiled.shortcut.as_ref().is_none_or(SConv1d::runs_on_tiles);
+        Ok(if all_tiled { tiled } else { block })
     }
 
     fn skip(&self, x: &Tensor) -> candle_core::Result<Tensor> {

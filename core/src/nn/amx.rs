@@ -415,6 +415,45 @@ impl SplitPlanes {
         planes
     }
 
+    /// This thread's planes for `rows` rows of `width` values, rows from `len` on zero, filled
+    /// from `data`, time-major: row `t` is `data[t * ld..][..width]`.
+    ///
+    /// # Panics
+    /// When AMX is not [`available`], `width` is not a multiple of 32, or `data` is short.
+    pub(crate) fn take_time_major(
+        data: &[f32],
+        ld: usize,
+        width: usize,
+        len: usize,
+        rows: usize,
+    ) -> Self {
+        assert!(available() && width.is_multiple_of(KSTEP), "amx: planes");
+        assert!(len <= rows && ld >= width, "amx: planes shape");
+        assert!(
+            len == 0 || data.len() >= (len - 1) * ld + width,
+            "amx: planes data"
+        );
+        let plane = rows * width;
+        let mut planes = PLANES.take();
+        if planes.data.0.len() * 32 < PARTS * plane {
+            planes.data = Lines::zeros(PARTS * plane);
+        }
+        planes.width = width;
+        planes.plane = plane;
+        let out = planes.data.as_mut_slice();
+        let (hi, rest) = out.split_at_mut(plane);
+        let (mid, lo) = rest.split_at_mut(plane);
+        for part in [&mut *hi, &mut *mid, &mut *lo] {
+            part[len * width..plane].fill(0);
+        }
+        for t in 0..len {
+            let at = t * width;
+            let row = &data[t * ld..][..width];
+            split_run(row, &mut hi[at..], &mut mid[at..], &mut lo[at..]);
+        }
+        planes
+    }
+
     /// Give the planes back to this thread for its next call.
     pub(crate) fn release(self) {
         PLANES.set(self);
@@ -468,21 +507,60 @@ pub(crate) fn window_block(
     unsafe { platform::window_block(&operands, out.as_mut_ptr(), ld) };
 }
 
-/// The 16 x 16 block of `src` at `at` (rows `ld` apart), transposed.
-///
-/// # Panics
-/// When the block reaches past `src`, or AMX is not [`available`].
-pub(crate) fn transpose16(src: &[f32], at: usize, ld: usize) -> [f32; TILE * TILE] {
-    assert!(available() && ld >= TILE, "amx: transpose");
-    assert!(
-        at + (TILE - 1) * ld + TILE <= src.len(),
-        "amx: transpose bounds"
-    );
-    let mut out = [0f32; TILE * TILE];
-    // SAFETY: AVX-512 F is part of `available`; both blocks are inside their buffers
-    // (asserted).
-    unsafe { platform::transpose16(src[at..].as_ptr(), ld, out.as_mut_ptr(), TILE) };
-    out
+/// A time-major block of products (plus another of the same shape) into channel-major
+/// rows, with a bias per channel and a channel-major residual.
+pub(crate) struct TransposedStore<'a> {
+    /// Time-major values and their row length; rows of 16 are read from each offset.
+    pub src: (&'a [f32], usize),
+    pub extra: Option<(&'a [f32], usize)>,
+    /// 16 values (channels past the valid ones read anything).
+    pub bias: &'a [f32; TILE],
+    /// Channel-major: channel `j`'s steps at `offset + j * stride`.
+    pub residual: Option<(&'a [f32], usize, usize)>,
+}
+
+impl TransposedStore<'_> {
+    /// Rows `row0..row0 + steps` (time), columns `col0..col0 + channels` of the sources to
+    /// `dst` at `at + j * ld + i` (channel `j`, step `i`); `steps` and `channels` at most 16.
+    ///
+    /// # Safety
+    /// `dst` has those elements writable and no one else accesses them during the call.
+    ///
+    /// # Panics
+    /// When a read reaches past its slice, or AMX is not [`available`].
+    pub(crate) unsafe fn block(
+        &self,
+        (row0, col0): (usize, usize),
+        (steps, channels): (usize, usize),
+        (dst, ld): (*mut f32, usize),
+    ) {
+        assert!(
+            available() && steps <= TILE && channels <= TILE,
+            "amx: store"
+        );
+        let rows16 = |(data, ld): (&[f32], usize)| {
+            assert!(ld >= TILE && row0 * ld + col0 + (TILE - 1) * ld + TILE <= data.len());
+            (data[row0 * ld + col0..].as_ptr(), ld)
+        };
+        let residual = self.residual.map(|(r, offset, stride)| {
+            let last = offset + channels.saturating_sub(1) * stride + steps;
+            assert!(channels == 0 || last <= r.len(), "amx: store residual");
+            (r[offset..].as_ptr(), stride)
+        });
+        // SAFETY: AVX-512 F is part of `available`; every read is inside its slice
+        // (asserted); the writes are the caller's contract.
+        unsafe {
+            platform::store_transposed16(
+                rows16(self.src),
+                self.extra.map(rows16),
+                self.bias.as_ptr(),
+                residual,
+                (dst, ld),
+                steps,
+                channels,
+            )
+        };
+    }
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -738,17 +816,53 @@ mod platform {
         [hi, mid, lo].map(|p| _mm512_cvtepi32_epi16(p))
     }
 
-    /// Transpose the 16 x 16 block at `src` (rows `lds` apart) into `dst` (rows `ldd` apart).
+    /// Channel-major output from a time-major block: for `j < channels` and `i < steps`,
+    /// `dst[j * ldd + i] = src[i * lds + j] (+ extra[i * lde + j]) + bias[j] (+ res[j * ldr + i])`.
     ///
     /// # Safety
-    /// Both blocks lie inside their buffers; the CPU has AVX-512 F.
+    /// The CPU has AVX-512 F; `src` (and `extra`) have 16 readable rows of 16; `bias` 16
+    /// readable values; `dst` (and `res`) `channels` rows of `steps` (<= 16) writable (readable).
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn transpose16(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
-        // SAFETY: the caller's contract.
-        let r: [__m512; 16] = std::array::from_fn(|i| unsafe { _mm512_loadu_ps(src.add(i * lds)) });
-        for (i, row) in transpose16_regs(r).into_iter().enumerate() {
-            // SAFETY: the caller's contract.
-            unsafe { _mm512_storeu_ps(dst.add(i * ldd), row) };
+    pub(super) unsafe fn store_transposed16(
+        (src, lds): (*const f32, usize),
+        extra: Option<(*const f32, usize)>,
+        bias: *const f32,
+        res: Option<(*const f32, usize)>,
+        (dst, ldd): (*mut f32, usize),
+        steps: usize,
+        channels: usize,
+    ) {
+        let mut r = [_mm512_setzero_ps(); 16];
+        for (i, row) in r.iter_mut().enumerate() {
+            // SAFETY: the caller's contract (16 rows of 16).
+            unsafe {
+                *row = _mm512_loadu_ps(src.add(i * lds));
+                if let Some((e, lde)) = extra {
+                    *row = _mm512_add_ps(*row, _mm512_loadu_ps(e.add(i * lde)));
+                }
+            }
+        }
+        // SAFETY: 16 readable values.
+        let b = unsafe { _mm512_loadu_ps(bias) };
+        let mut bias_of = [0f32; 16];
+        // SAFETY: a local array of 16.
+        unsafe { _mm512_storeu_ps(bias_of.as_mut_ptr(), b) };
+        let cols = transpose16_regs(r);
+        let mask: __mmask16 = if steps >= 16 {
+            0xffff
+        } else {
+            (1u16 << steps) - 1
+        };
+        for (j, col) in cols.into_iter().enumerate().take(channels) {
+            let mut v = _mm512_add_ps(col, _mm512_set1_ps(bias_of[j]));
+            // SAFETY: the caller's contract (`channels` rows of `steps`).
+            unsafe {
+                if let Some((res, ldr)) = res {
+                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, res.add(j * ldr)));
+                }
+                _mm512_mask_storeu_ps(dst.add(j * ldd), mask, v);
+            }
         }
     }
 
@@ -871,7 +985,16 @@ mod platform {
         unreachable!("AMX is never available here")
     }
 
-    pub(super) unsafe fn transpose16(_: *const f32, _: usize, _: *mut f32, _: usize) {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn store_transposed16(
+        _: (*const f32, usize),
+        _: Option<(*const f32, usize)>,
+        _: *const f32,
+        _: Option<(*const f32, usize)>,
+        _: (*mut f32, usize),
+        _: usize,
+        _: usize,
+    ) {
         unreachable!("AMX is never available here")
     }
 

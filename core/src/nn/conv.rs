@@ -283,6 +283,36 @@ impl Conv1d {
         self
     }
 
+    /// Run this conv on AMX tiles (`conv_amx`) where the CPU has them and the conv fits (one
+    /// group, no dilation, input channels a multiple of 32): as accurate as f32, not the FMA
+    /// kernels' bits. The split weights replace the kernels' plain copy. Strided convs take
+    /// the tiles in [`Self::with_winograd`]; stride-1 convs only here, as their FMA kernels
+    /// fuse with the layers around them where the tiles do not all apply
+    /// ([`super::EluResidualUnit`]).
+    pub fn with_tiles(mut self) -> Self {
+        let (c_out, cin_g, kernel) = (
+            self.out_channels(),
+            self.weight.dims()[1],
+            self.kernel_size(),
+        );
+        let cfg = self.cfg;
+        if let Some(cpu) = &self.cpu
+            && let Some(w) = cpu.plain()
+            && TileConv::fits(cin_g, kernel, cfg.dilation, cfg.groups)
+        {
+            let tiles = TileConv::new(w, c_out, cin_g, kernel, cfg.stride);
+            self.cpu = Some(cpu.with_kernel(CpuKernel::Tiles(tiles)));
+        }
+        self
+    }
+
+    /// Whether this conv runs on the AMX tiles ([`Self::with_tiles`]).
+    pub fn runs_on_tiles(&self) -> bool {
+        self.cpu
+            .as_ref()
+            .is_some_and(|c| matches!(c.kernel, CpuKernel::Tiles(_)))
+    }
+
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }

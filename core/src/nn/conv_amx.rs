@@ -68,6 +68,15 @@ impl TileConv {
         }
     }
 
+    /// The split weight, `[c_out][kernel * c_in]`.
+    pub(super) fn right(&self) -> &AmxRight {
+        &self.right
+    }
+
+    pub(super) fn shape(&self) -> (usize, usize, usize, usize) {
+        (self.c_in, self.c_out, self.kernel, self.stride)
+    }
+
     /// Whether a call with this geometry fits the weight.
     pub(crate) fn applies(&self, g: &ConvGeom, f: &Fusion) -> bool {
         g.groups == 1
@@ -115,10 +124,10 @@ pub(crate) fn conv1d_tiles(x: &[f32], conv: &TileConv, f: &Fusion, g: &ConvGeom)
             first: b * g.c_out * l_out + t0,
             len: l_out,
             bias: f.bias,
-            residual: f.residual,
+            residual: f.residual.map(|r| (r, b * g.c_out * l_out + t0, l_out)),
         };
         // SAFETY: job (b, tile) alone writes steps t0..t0+nt of batch b's rows.
-        unsafe { products.store(0..nt, g.c_out, &dst) };
+        unsafe { products.store(0..nt, g.c_out, None, &dst) };
     });
     // SAFETY: the jobs cover every (batch, tile) and write every channel of their steps.
     unsafe { assume_init(out) }
@@ -251,7 +260,7 @@ pub(crate) fn conv_transpose1d_tiles(
             residual: None,
         };
         // SAFETY: job (b, tile) alone writes the samples of its frames.
-        unsafe { samples.store(lo - q0 * s..hi - q0 * s, g.c_out, &dst) };
+        unsafe { samples.store(lo - q0 * s..hi - q0 * s, g.c_out, None, &dst) };
     });
     // SAFETY: the tiles cover every frame with an output sample, each writing all of its
     // samples of every channel.
@@ -261,7 +270,7 @@ pub(crate) fn conv_transpose1d_tiles(
 /// Output steps per time tile: the split input (`per_step` values a step) within
 /// [`PLANE_BYTES`], a whole number of blocks, and at least two tiles per thread where the
 /// signal is long enough.
-fn tile_steps(per_step: usize, l_out: usize) -> usize {
+pub(super) fn tile_steps(per_step: usize, l_out: usize) -> usize {
     let by_cache = (PLANE_BYTES / (per_step * 6).max(1)) / BLOCK * BLOCK;
     let threads = rayon::current_num_threads();
     let by_threads = l_out.div_ceil(2 * threads).div_ceil(BLOCK) * BLOCK;
@@ -269,15 +278,20 @@ fn tile_steps(per_step: usize, l_out: usize) -> usize {
 }
 
 /// A time tile's products, `[steps][width]` (time-major, `width` a whole number of blocks).
-struct TimeMajor<'a> {
-    values: &'a [f32],
-    width: usize,
+pub(super) struct TimeMajor<'a> {
+    pub values: &'a [f32],
+    pub width: usize,
+}
+
+/// Plane rows that whole blocks of `steps` windows of `kernel` rows, `stride` apart, read.
+pub(super) fn window_rows(steps: usize, stride: usize, kernel: usize) -> usize {
+    (steps.div_ceil(BLOCK) * BLOCK - 1) * stride + kernel
 }
 
 impl<'a> TimeMajor<'a> {
     /// The windows of `steps` output steps, `stride` input steps apart, over `span`
     /// (`[c_in][len]`, channel-major, activated and padded), times `right`, into `buf`.
-    fn compute(
+    pub(super) fn compute(
         span: &[f32],
         len: usize,
         steps: usize,
@@ -286,83 +300,85 @@ impl<'a> TimeMajor<'a> {
         buf: &'a mut Vec<f32>,
     ) -> Self {
         let c_in = span.len() / len;
+        let rows = window_rows(steps, stride, right.k() / c_in);
+        let planes = SplitPlanes::take_transposed(&span[..c_in * len], c_in, len, rows);
+        let products = Self::windows(&planes, steps, stride, right, buf);
+        planes.release();
+        products
+    }
+
+    /// The windows of `steps` output steps, `stride` plane rows apart, times `right`, into
+    /// `buf`.
+    pub(super) fn windows(
+        planes: &SplitPlanes,
+        steps: usize,
+        stride: usize,
+        right: &AmxRight,
+        buf: &'a mut Vec<f32>,
+    ) -> Self {
         let row_blocks = steps.div_ceil(BLOCK);
         let width = right.n().div_ceil(BLOCK) * BLOCK;
-        // Whole blocks of windows: rows past the span read zeros.
-        let rows = (row_blocks * BLOCK - 1) * stride + right.k() / c_in;
-        let planes = SplitPlanes::take_transposed(&span[..c_in * len], c_in, len, rows);
-        buf.resize(row_blocks * BLOCK * width, 0.0);
+        // A tile of rows more than the blocks fill: `store` reads whole tiles of rows from any
+        // row (the extra values are read, never written out).
+        buf.resize((row_blocks * BLOCK + TILE) * width, 0.0);
         let tiles = Tiles::configure();
         for cb in 0..width / BLOCK {
             for rb in 0..row_blocks {
                 let out = &mut buf[rb * BLOCK * width + cb * BLOCK..];
-                amx::window_block(
-                    &planes,
-                    rb * BLOCK * stride,
-                    stride,
-                    right,
-                    cb,
-                    out,
-                    width,
-                    &tiles,
-                );
+                let first = rb * BLOCK * stride;
+                amx::window_block(planes, first, stride, right, cb, out, width, &tiles);
             }
         }
-        drop(tiles);
-        planes.release();
         TimeMajor { values: buf, width }
     }
 
-    /// Rows `rows` of the first `channels` columns, transposed into `dst` (row `t` of these
-    /// products to sample `dst.first + t - rows.start`).
+    /// Rows `rows` of the first `channels` columns (plus `extra`'s, of the same shape),
+    /// transposed into `dst` (row `t` of these products to sample `t - rows.start` of `dst`).
     ///
     /// # Safety
     /// No one else accesses those samples of `dst` during the call.
-    unsafe fn store(&self, rows: std::ops::Range<usize>, channels: usize, dst: &ChannelMajor) {
-        let width = self.width;
-        let mut r0 = rows.start;
-        while r0 < rows.end {
-            let n = TILE.min(rows.end - r0);
-            let at = dst.first + r0 - rows.start;
-            for c0 in (0..channels).step_by(TILE) {
-                let by_channel = if n == TILE && r0 + TILE <= self.values.len() / width {
-                    amx::transpose16(self.values, r0 * width + c0, width)
-                } else {
-                    let mut t = [0f32; TILE * TILE];
-                    for i in 0..n {
-                        for j in 0..TILE.min(width - c0) {
-                            t[j * TILE + i] = self.values[(r0 + i) * width + c0 + j];
-                        }
-                    }
-                    t
-                };
-                for j in 0..TILE.min(channels - c0) {
-                    let c = c0 + j;
-                    let sums = &by_channel[j * TILE..][..n];
-                    let bias = dst.bias.map_or(0.0, |bias| bias[c]);
-                    let at = at + c * dst.len;
-                    // SAFETY: the caller owns these samples.
-                    unsafe {
-                        match dst.residual {
-                            Some(res) => dst.out.init_row(at, n, |i| sums[i] + bias + res[at + i]),
-                            None => dst.out.init_row(at, n, |i| sums[i] + bias),
-                        }
-                    };
-                }
+    pub(super) unsafe fn store(
+        &self,
+        rows: std::ops::Range<usize>,
+        channels: usize,
+        extra: Option<&TimeMajor>,
+        dst: &ChannelMajor,
+    ) {
+        let mut bias = [0f32; TILE];
+        for c0 in (0..channels).step_by(TILE) {
+            let m = TILE.min(channels - c0);
+            if let Some(b) = dst.bias {
+                bias[..m].copy_from_slice(&b[c0..c0 + m]);
             }
-            r0 += n;
+            let mut r0 = rows.start;
+            while r0 < rows.end {
+                let n = TILE.min(rows.end - r0);
+                let offset = r0 - rows.start;
+                let store = amx::TransposedStore {
+                    src: (self.values, self.width),
+                    extra: extra.map(|e| (e.values, e.width)),
+                    bias: &bias,
+                    residual: dst
+                        .residual
+                        .map(|(r, first, len)| (r, first + c0 * len + offset, len)),
+                };
+                let at = dst.first + c0 * dst.len + offset;
+                // SAFETY: `channels` rows of `n` from `at`, `dst.len` apart, are the caller's.
+                unsafe { store.block((r0, c0), (n, m), (dst.out.ptr_at(at), dst.len)) };
+                r0 += n;
+            }
         }
     }
 }
 
 /// Where [`TimeMajor::store`] writes: channel `c`'s samples from `first + c * len`, plus the
-/// bias and the residual (same layout as the output).
-struct ChannelMajor<'a> {
-    out: &'a SharedOut,
-    first: usize,
-    len: usize,
-    bias: Option<&'a [f32]>,
-    residual: Option<&'a [f32]>,
+/// bias and a residual, channel `c`'s samples from `residual.1 + c * residual.2`.
+pub(super) struct ChannelMajor<'a> {
+    pub out: &'a SharedOut,
+    pub first: usize,
+    pub len: usize,
+    pub bias: Option<&'a [f32]>,
+    pub residual: Option<(&'a [f32], usize, usize)>,
 }
 
 #[cfg(test)]

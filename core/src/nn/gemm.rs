@@ -156,6 +156,17 @@ impl SharedOut {
         }
     }
 
+    /// A pointer to element `offset`, for kernels that write the buffer directly (each element
+    /// they write counts as initialised, as by [`SharedOut::init_row`]).
+    ///
+    /// # Panics
+    /// When `offset` is past the end.
+    pub fn ptr_at(&self, offset: usize) -> *mut f32 {
+        assert!(offset <= self.len);
+        // SAFETY: in bounds (asserted).
+        unsafe { self.ptr.add(offset) }
+    }
+
     /// A mutable row `offset..offset + len`.
     ///
     /// # Safety

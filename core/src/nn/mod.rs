@@ -16,6 +16,7 @@ pub mod exp;
 mod gemm;
 mod packed_linear;
 mod residual_unit;
+mod residual_unit_amx;
 mod rng;
 mod snake;
 mod snake_cpu;

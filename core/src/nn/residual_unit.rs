@@ -10,11 +10,13 @@
 
 use candle_core::Tensor;
 
-use super::conv::{Conv1d, EdgeMode};
+use super::conv::{Conv1d, CpuKernel, EdgeMode};
+use super::conv_amx::TileConv;
 use super::conv_cpu::{PreAct, fill_span_strided, run_jobs};
 use super::conv_direct::{self, DirectTile};
 use super::elu::elu_in_place;
 use super::gemm::{MatRef, SharedOut, assume_init, uninit_buffer};
+use super::residual_unit_amx::{self, TileUnit};
 
 /// The unit's layers and `conv1`'s padding (the convs themselves have padding 0).
 #[derive(Clone, Copy, Debug)]
@@ -63,11 +65,14 @@ impl EluResidualUnit<'_> {
         let Some(xs) = cpu.as_slice::<f32>()?.get(start..start + span) else {
             return Ok(None);
         };
-        let out = run((xs, row_stride), b, c, l, &parts, self);
+        let out = match &parts {
+            Kernels::Fma(parts) => run((xs, row_stride), b, c, l, parts, self),
+            Kernels::Tiles(unit) => residual_unit_amx::run((xs, row_stride), b, c, l, unit),
+        };
         Ok(Some(Tensor::from_vec(out, (b, c, l), x.device())?))
     }
 
-    fn cpu_parts(&self, x: &Tensor) -> candle_core::Result<Option<Parts<'_>>> {
+    fn cpu_parts(&self, x: &Tensor) -> candle_core::Result<Option<Kernels<'_>>> {
         if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
             return Ok(None);
         }
@@ -97,6 +102,12 @@ impl EluResidualUnit<'_> {
             })
             && l > 0
             && (self.mode != EdgeMode::Reflect || self.pad.0.max(self.pad.1) < l);
+        if !fits {
+            return Ok(None);
+        }
+        if let Some(unit) = self.tile_parts() {
+            return Ok(Some(Kernels::Tiles(unit)));
+        }
         let (Some(w1), Some(w2)) = (weights(self.conv1), weights(self.conv2)) else {
             return Ok(None);
         };
@@ -107,14 +118,40 @@ impl EluResidualUnit<'_> {
                 None => return Ok(None),
             },
         };
-        Ok(fits.then_some(Parts {
+        Ok(Some(Kernels::Fma(Parts {
             w1,
             w2,
             shortcut,
             hidden,
             kernel: k,
             dilation: c1.dilation,
-        }))
+        })))
+    }
+
+    /// The convs' tile weights, when all of them run on the tiles.
+    fn tile_parts(&self) -> Option<TileUnit<'_>> {
+        let tiles = tile_weights;
+        let shortcut = match self.shortcut {
+            None => None,
+            Some(s) => Some(tiles(s)?),
+        };
+        let unit = TileUnit {
+            conv1: tiles(self.conv1)?,
+            conv2: tiles(self.conv2)?,
+            shortcut,
+            pad: self.pad,
+            mode: self.mode,
+        };
+        unit.fits().then_some(unit)
+    }
+}
+
+/// A conv's tile weights and bias, if it runs on the tiles.
+fn tile_weights(conv: &Conv1d) -> Option<(&TileConv, Option<&[f32]>)> {
+    let cpu = conv.cpu.as_ref()?;
+    match &cpu.kernel {
+        CpuKernel::Tiles(t) => Some((t, cpu.bias.as_deref())),
+        _ => None,
     }
 }
 
@@ -123,6 +160,12 @@ fn weights(conv: &Conv1d) -> Option<(&[f32], Option<&[f32]>)> {
     conv.cpu
         .as_ref()
         .and_then(|w| Some((w.plain()?, w.bias.as_deref())))
+}
+
+/// The kernels that run a unit that fits.
+enum Kernels<'a> {
+    Fma(Parts<'a>),
+    Tiles(TileUnit<'a>),
 }
 
 /// The CPU weights and shape of a unit that fits.
@@ -472,6 +515,66 @@ mod tests {
                     .unwrap()
                     .is_none()
             );
+        }
+    }
+
+    /// With every conv on the AMX tiles, the unit runs on them, within f32 error of its
+    /// layers, and a trimmed view gives its contiguous copy's bits.
+    #[test]
+    fn tiled_unit_equals_its_layers() {
+        if !crate::nn::amx::available() {
+            eprintln!("AMX not available here: skipped");
+            return;
+        }
+        let dev = Device::Cpu;
+        let w = |shape: (usize, usize, usize)| Tensor::randn(0f32, 0.2, shape, &dev).unwrap();
+        let b = |n: usize| Some(Tensor::randn(0f32, 0.1, n, &dev).unwrap());
+        for (c, l, k) in [(64, 1001, 3), (128, 70, 7), (64, 5, 3)] {
+            let hidden = c / 2;
+            let x = Tensor::randn(0f32, 1., (2, c, l), &dev).unwrap();
+            let cfg = Conv1dConfig::default();
+            let conv1 = Conv1d::new(w((hidden, c, k)), b(hidden), cfg)
+                .unwrap()
+                .with_tiles();
+            let conv2 = Conv1d::new(w((c, hidden, 1)), b(c), cfg)
+                .unwrap()
+                .with_tiles();
+            let short = Conv1d::new(w((c, c, 1)), b(c), cfg).unwrap().with_tiles();
+            assert!(conv1.runs_on_tiles() && conv2.runs_on_tiles() && short.runs_on_tiles());
+            for mode in [EdgeMode::Zeros, EdgeMode::Reflect] {
+                for shortcut in [None, Some(&short)] {
+                    let unit = EluResidualUnit {
+                        conv1: &conv1,
+                        conv2: &conv2,
+                        shortcut,
+                        pad: (k / 2, k - 1 - k / 2),
+                        mode,
+                    };
+                    assert!(unit.tile_parts().is_some());
+                    let got = unit.forward_cpu(&x).unwrap().expect("the unit fits");
+                    let want = composed(&x, &unit);
+                    let diff = (got - want)
+                        .unwrap()
+                        .abs()
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .max(0)
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap();
+                    assert!(diff < 1e-4, "c {c} {mode:?}: {diff}");
+                    let wide = Tensor::randn(0f32, 1., (2, c, l + 7), &dev).unwrap();
+                    let view = wide.narrow(2, 3, l).unwrap();
+                    let bits = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    let got = unit.forward_cpu(&view).unwrap().unwrap();
+                    let want = unit
+                        .forward_cpu(&view.contiguous().unwrap())
+                        .unwrap()
+                        .unwrap();
+                    assert!(bits(got) == bits(want), "c {c}: the trimmed view differs");
+                }
+            }
         }
     }
 }

@@ -1,0 +1,103 @@
+//! SEANet's residual unit (`residual_unit`) on AMX tiles (`conv_amx`), in one pass over the
+//! signal: each time tile splits its activated input once, runs `conv1` into a time-major
+//! hidden block, activates and splits that block as it lies (no transpose), runs `conv2` (and
+//! the shortcut conv over the raw input), and writes the sum, transposed, into the output.
+
+use super::amx::SplitPlanes;
+use super::conv::EdgeMode;
+use super::conv_amx::{ChannelMajor, TileConv, TimeMajor, tile_steps, window_rows};
+use super::conv_cpu::{PreAct, fill_span_strided, run_jobs};
+use super::elu::elu_in_place;
+use super::gemm::{SharedOut, assume_init, uninit_buffer};
+
+/// A unit whose convs all run on the tiles: `(weights, bias)` of each.
+pub(super) struct TileUnit<'a> {
+    pub conv1: (&'a TileConv, Option<&'a [f32]>),
+    pub conv2: (&'a TileConv, Option<&'a [f32]>),
+    pub shortcut: Option<(&'a TileConv, Option<&'a [f32]>)>,
+    pub pad: (usize, usize),
+    pub mode: EdgeMode,
+}
+
+impl TileUnit<'_> {
+    /// `conv1` stride 1 over `c` channels into `hidden`, `conv2` and the shortcut pointwise
+    /// back to `c`, the padding `conv1`'s reach.
+    pub fn fits(&self) -> bool {
+        let (c, hidden, k, s1) = self.conv1.0.shape();
+        let pointwise = |conv: &TileConv, from: usize| conv.shape() == (from, c, 1, 1);
+        s1 == 1
+            && self.pad.0 + self.pad.1 == k - 1
+            && pointwise(self.conv2.0, hidden)
+            && self.shortcut.is_none_or(|(s, _)| pointwise(s, c))
+    }
+}
+
+/// The unit over `x`: `[batch, c]` rows of `l` samples, `row_stride` apart. Returns
+/// `[batch, c, l]`.
+pub(super) fn run(
+    (x, rs): (&[f32], usize),
+    batch: usize,
+    c: usize,
+    l: usize,
+    unit: &TileUnit,
+) -> Vec<f32> {
+    let (_, hidden, kernel, _) = unit.conv1.0.shape();
+    let tile = tile_steps(c, l).min(l);
+    let n_tiles = l.div_ceil(tile);
+    let mut out = uninit_buffer(batch * c * l);
+    let shared = SharedOut::new_uninit(&mut out);
+    let work = (c * hidden * (kernel + 1) + c * c) * tile;
+    // Both pointwise convs' biases, added once.
+    let bias: Vec<f32> = (0..c)
+        .map(|r| {
+            let b2 = unit.conv2.1.map_or(0.0, |b| b[r]);
+            b2 + unit.shortcut.and_then(|s| s.1).map_or(0.0, |b| b[r])
+        })
+        .collect();
+    run_jobs(batch * n_tiles, work, |job, scratch, _| {
+        let b = job / n_tiles;
+        let t0 = (job % n_tiles) * tile;
+        let nt = tile.min(l - t0);
+        let xb = &x[b * c * rs..];
+        let len = nt + kernel - 1;
+        let first = t0 as isize - unit.pad.0 as isize;
+        let elu = Some(PreAct::Elu);
+        let span = &mut scratch.a;
+        fill_span_strided(span, (xb, rs), l, c, 0, (first, len), unit.mode, elu, None);
+        let width =
+            TimeMajor::compute(span, len, nt, 1, unit.conv1.0.right(), &mut scratch.b).width;
+        // elu(conv1 + bias), step by step as it lies.
+        for row in scratch.b.chunks_exact_mut(width).take(nt) {
+            if let Some(b1) = unit.conv1.1 {
+                for (v, &b) in row.iter_mut().zip(b1) {
+                    *v += b;
+                }
+            }
+            elu_in_place(&mut row[..hidden]);
+        }
+        let rows = window_rows(nt, 1, 1);
+        let planes = SplitPlanes::take_time_major(&scratch.b, width, hidden, nt, rows);
+        let y = TimeMajor::windows(&planes, nt, 1, unit.conv2.0.right(), &mut scratch.c);
+        planes.release();
+        let skip = unit.shortcut.map(|(conv, _)| {
+            let span = &mut scratch.a;
+            let at = (t0 as isize, nt);
+            fill_span_strided(span, (xb, rs), l, c, 0, at, EdgeMode::Zeros, None, None);
+            TimeMajor::compute(span, nt, nt, 1, conv.right(), &mut scratch.d)
+        });
+        let dst = ChannelMajor {
+            out: &shared,
+            first: b * c * l + t0,
+            len: l,
+            bias: Some(&bias),
+            residual: match unit.shortcut {
+                Some(_) => None,
+                None => Some((x, b * c * rs + t0, rs)),
+            },
+        };
+        // SAFETY: job (b, tile) alone writes samples t0..t0+nt of batch b's rows.
+        unsafe { y.store(0..nt, c, skip.as_ref(), &dst) };
+    });
+    // SAFETY: the jobs cover every (batch, tile) and write every channel of their samples.
+    unsafe { assume_init(out) }
+}
