@@ -184,6 +184,11 @@ impl AmxRight {
         self.n
     }
 
+    /// Bytes of the split operand.
+    pub(crate) fn bytes(&self) -> usize {
+        self.data.0.len() * 64
+    }
+
     /// Rows of the operand.
     pub(crate) fn k(&self) -> usize {
         self.k

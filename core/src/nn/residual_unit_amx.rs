@@ -42,7 +42,8 @@ pub(super) fn run(
     unit: &TileUnit,
 ) -> Vec<f32> {
     let (_, hidden, kernel, _) = unit.conv1.0.shape();
-    let tile = tile_steps(c, l).min(l);
+    let weights = unit.conv1.0.right().bytes() + unit.conv2.0.right().bytes();
+    let tile = tile_steps(c, l, weights).min(l);
     let n_tiles = l.div_ceil(tile);
     let mut out = uninit_buffer(batch * c * l);
     let shared = SharedOut::new_uninit(&mut out);
