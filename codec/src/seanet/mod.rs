@@ -176,6 +176,8 @@ pub struct SeanetState {
 /// minimal filtering.
 const WIDE_MIN_IN_CHANNELS: usize = 128;
 const WIDE_MIN_OUT_CHANNELS: usize = 512;
+/// Output channels from which a stride-1 conv outside the residual blocks runs on AMX tiles.
+const MIN_TILE_OUT_CHANNELS: usize = 32;
 
 /// Appends layers while counting the reference's module indices (ELUs have one too).
 struct Builder<'a> {
@@ -190,14 +192,27 @@ impl Builder<'_> {
 
     fn conv(&mut self, shape: ConvShape, cfg: &SeanetConfig) -> candle_core::Result<()> {
         let conv = SConv1d::load(self.next(), shape, cfg.padding())?;
-        // The wide stride-1 convs (a decoder's first, an encoder's last) by minimal filtering:
+        // Without AMX, the wide stride-1 convs (a decoder's first, an encoder's last) by minimal
+        // filtering:
         // there the direct conv is bound by the FMA units. Measured alone (2 threads, 10 s of
         // frames): Mimi's 512 -> 1024 7-tap 9.0 -> 6.1 ms, its 1024 -> 512 3-tap 4.1 -> 3.2,
         // EnCodec's 128 -> 512 7-tap 3.4 -> 3.1; EnCodec's 512 -> 128 was slower (4.0 -> 4.2).
         let wide = shape.stride == 1
             && shape.c_in >= WIDE_MIN_IN_CHANNELS
             && shape.c_out >= WIDE_MIN_OUT_CHANNELS;
-        let conv = if wide { conv.with_winograd() } else { conv };
+        // On AMX tiles where the CPU has them (strided convs take them in `SConv1d::load`),
+        // except the narrow last conv of a decoder, whose products would fill a tile's columns
+        // for one channel.
+        let conv = if shape.stride == 1 && shape.c_out >= MIN_TILE_OUT_CHANNELS {
+            conv.with_tiles()
+        } else {
+            conv
+        };
+        let conv = if wide && !conv.runs_on_tiles() {
+            conv.with_winograd()
+        } else {
+            conv
+        };
         self.layers.push(Layer::Conv(conv));
         Ok(())
     }
