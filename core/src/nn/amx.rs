@@ -393,15 +393,24 @@ thread_local! {
 
 impl SplitPlanes {
     /// This thread's planes for `rows` rows of `width` values, rows from `len` on zero,
-    /// filled from `span` (`[width][len]`, channel-major: the conv kernels' layout).
+    /// filled from `span`, channel-major (the conv kernels' layout): channel `c`'s `len`
+    /// values at `span[c * ld..]`. With `elu`, the values are activated (ELU) on the way, with
+    /// the bits of `nn::elu`.
     ///
     /// # Panics
     /// When AMX is not [`available`] or `width` is not a multiple of 32.
-    pub(crate) fn take_transposed(span: &[f32], width: usize, len: usize, rows: usize) -> Self {
+    pub(crate) fn take_transposed(
+        (span, ld): (&[f32], usize),
+        width: usize,
+        len: usize,
+        rows: usize,
+        elu: bool,
+    ) -> Self {
         assert!(available() && width.is_multiple_of(KSTEP), "amx: planes");
+        assert!(len <= rows && ld >= len, "amx: planes shape");
         assert!(
-            len <= rows && span.len() >= width * len,
-            "amx: planes shape"
+            width == 0 || span.len() >= (width - 1) * ld + len,
+            "amx: planes span"
         );
         let plane = rows * width;
         let mut planes = PLANES.take();
@@ -415,8 +424,9 @@ impl SplitPlanes {
             data[p * plane + len * width..(p + 1) * plane].fill(0);
         }
         // SAFETY: AVX-512 F and BW are part of `available` (asserted); `span` holds `width`
-        // rows of `len` and each plane `rows >= len` rows of `width` (asserted and sized).
-        unsafe { platform::split_transposed(span, width, len, data, plane) };
+        // rows of `len`, `ld` apart, and each plane `rows >= len` rows of `width` (asserted
+        // and sized).
+        unsafe { platform::split_transposed((span, ld), width, len, elu, data, plane) };
         planes
     }
 
@@ -451,11 +461,8 @@ impl SplitPlanes {
         for part in [&mut *hi, &mut *mid, &mut *lo] {
             part[len * width..plane].fill(0);
         }
-        for t in 0..len {
-            let at = t * width;
-            let row = &data[t * ld..][..width];
-            split_run(row, &mut hi[at..], &mut mid[at..], &mut lo[at..]);
-        }
+        // SAFETY: AVX-512 F and BW are part of `available` (asserted).
+        unsafe { platform::split_rows((data, ld), width, len, [hi, mid, lo]) };
         planes
     }
 
@@ -911,28 +918,55 @@ mod platform {
         out
     }
 
-    /// `span` (`[width][len]`) transposed to `[len][width]` and split into the three planes of
-    /// `out`, `plane` values apart.
+    /// `len` rows of `width` values of `data`, `ld` apart, split into the planes (rows of
+    /// `width`), compiled for AVX-512 so that the splitting vectorises.
     ///
     /// # Safety
-    /// The CPU has AVX-512 F and BW; `width` is a multiple of 16; `span` holds `width * len`
-    /// values and `out` three planes of at least `len * width`.
+    /// The CPU has AVX-512 F and BW.
     #[target_feature(enable = "avx512f,avx512bw")]
-    pub(super) unsafe fn split_transposed(
-        span: &[f32],
+    pub(super) unsafe fn split_rows(
+        (data, ld): (&[f32], usize),
         width: usize,
         len: usize,
+        [hi, mid, lo]: [&mut [u16]; 3],
+    ) {
+        for t in 0..len {
+            let at = t * width;
+            let row = &data[t * ld..][..width];
+            super::split_run(row, &mut hi[at..], &mut mid[at..], &mut lo[at..]);
+        }
+    }
+
+    /// `span` (`width` rows of `len`, `ld` apart) transposed to `[len][width]`, activated
+    /// (ELU) with `elu`, and split into the three planes of `out`, `plane` values apart.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and BW; `width` is a multiple of 16; `span` holds `width` rows of
+    /// `len`, `ld` apart, and `out` three planes of at least `len * width`.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn split_transposed(
+        (span, ld): (&[f32], usize),
+        width: usize,
+        len: usize,
+        elu: bool,
         out: &mut [u16],
         plane: usize,
     ) {
-        assert!(span.len() >= width * len && out.len() >= 2 * plane + len * width);
+        assert!(width == 0 || span.len() >= (width - 1) * ld + len);
+        assert!(out.len() >= 2 * plane + len * width);
         let full = len / 16 * 16;
+        let mut block = [0f32; 256];
         for c0 in (0..width).step_by(16) {
             for t0 in (0..full).step_by(16) {
-                // SAFETY: rows c0..c0+16 (width is a multiple of 16), times t0..t0+16 <= len.
-                let r: [__m512; 16] = std::array::from_fn(|i| unsafe {
-                    _mm512_loadu_ps(span.as_ptr().add((c0 + i) * len + t0))
-                });
+                for (i, row) in block.chunks_exact_mut(16).enumerate() {
+                    row.copy_from_slice(&span[(c0 + i) * ld + t0..][..16]);
+                }
+                if elu {
+                    crate::nn::elu::elu_slice(&mut block);
+                }
+                // SAFETY: 16 rows of 16 in `block`.
+                let r: [__m512; 16] =
+                    std::array::from_fn(|i| unsafe { _mm512_loadu_ps(block.as_ptr().add(16 * i)) });
                 for (i, row) in transpose16_regs(r).into_iter().enumerate() {
                     let at = (t0 + i) * width + c0;
                     for (p, part) in split16(row).into_iter().enumerate() {
@@ -946,9 +980,10 @@ mod platform {
         }
         for t in full..len {
             for c in 0..width {
-                let parts = super::split(span[c * len + t]);
-                for (p, v) in parts.into_iter().enumerate() {
-                    out[p * plane + t * width + c] = v;
+                let v = span[c * ld + t];
+                let v = if elu { crate::nn::elu::elu_f32(v) } else { v };
+                for (p, part) in super::split(v).into_iter().enumerate() {
+                    out[p * plane + t * width + c] = part;
                 }
             }
         }
@@ -1003,7 +1038,18 @@ mod platform {
         unreachable!("AMX is never available here")
     }
 
-    pub(super) unsafe fn split_transposed(_: &[f32], _: usize, _: usize, _: &mut [u16], _: usize) {
+    pub(super) unsafe fn split_rows(_: (&[f32], usize), _: usize, _: usize, _: [&mut [u16]; 3]) {
+        unreachable!("AMX is never available here")
+    }
+
+    pub(super) unsafe fn split_transposed(
+        _: (&[f32], usize),
+        _: usize,
+        _: usize,
+        _: bool,
+        _: &mut [u16],
+        _: usize,
+    ) {
         unreachable!("AMX is never available here")
     }
 }

@@ -103,6 +103,10 @@ pub(crate) fn conv1d_tiles(x: &[f32], conv: &TileConv, f: &Fusion, g: &ConvGeom)
         let first = (t0 * g.stride) as isize - g.padding as isize;
         let len = (nt - 1) * g.stride + g.kernel;
         let scale = f.in_scale.map(|s| &s[b * g.l_in..][..g.l_in]);
+        // An ELU is applied as the tile is split (it maps 0 to 0 and commutes with copied
+        // edges); any other activation, or one before a scale, as the samples are copied.
+        let elu = matches!(f.pre, Some(PreAct::Elu)) && scale.is_none();
+        let pre = if elu { None } else { f.pre };
         fill_span(
             &mut scratch.b,
             xb,
@@ -111,11 +115,19 @@ pub(crate) fn conv1d_tiles(x: &[f32], conv: &TileConv, f: &Fusion, g: &ConvGeom)
             0,
             (first, len),
             g.edge,
-            f.pre,
+            pre,
             scale,
         );
-        let products =
-            TimeMajor::compute(&scratch.b, len, nt, g.stride, &conv.right, &mut scratch.a);
+        let span = (&scratch.b[..], len);
+        let shape = (g.c_in, len);
+        let products = TimeMajor::compute(
+            span,
+            shape,
+            (nt, g.stride),
+            elu,
+            &conv.right,
+            &mut scratch.a,
+        );
         let dst = ChannelMajor {
             out: &shared,
             first: b * g.c_out * l_out + t0,
@@ -230,6 +242,9 @@ pub(crate) fn conv_transpose1d_tiles(
         let xb = &x[b * g.c_in * g.l_in..][..g.c_in * g.l_in];
         let first = q0 as isize - (frames - 1) as isize;
         let len = nq + frames - 1;
+        let elu = matches!(pre, Some(PreAct::Elu));
+        let pre = if elu { None } else { pre };
+        let zeros = EdgeMode::Zeros;
         fill_span(
             &mut scratch.b,
             xb,
@@ -237,11 +252,19 @@ pub(crate) fn conv_transpose1d_tiles(
             g.c_in,
             0,
             (first, len),
-            EdgeMode::Zeros,
+            zeros,
             pre,
             None,
         );
-        let frames_out = TimeMajor::compute(&scratch.b, len, nq, 1, &conv.right, &mut scratch.a);
+        let span = (&scratch.b[..], len);
+        let frames_out = TimeMajor::compute(
+            span,
+            (g.c_in, len),
+            (nq, 1),
+            elu,
+            &conv.right,
+            &mut scratch.a,
+        );
         // The same products as `[nq * s][c_out]`: one row per output sample.
         let samples = TimeMajor {
             values: frames_out.values,
@@ -292,18 +315,18 @@ pub(super) fn window_rows(steps: usize, stride: usize, kernel: usize) -> usize {
 
 impl<'a> TimeMajor<'a> {
     /// The windows of `steps` output steps, `stride` input steps apart, over `span`
-    /// (`[c_in][len]`, channel-major, activated and padded), times `right`, into `buf`.
+    /// (channel-major and padded: channel `c`'s `len` samples at `span.0[c * span.1..]`,
+    /// activated by ELU on the way with `elu`), times `right`, into `buf`.
     pub(super) fn compute(
-        span: &[f32],
-        len: usize,
-        steps: usize,
-        stride: usize,
+        span: (&[f32], usize),
+        (c_in, len): (usize, usize),
+        (steps, stride): (usize, usize),
+        elu: bool,
         right: &AmxRight,
         buf: &'a mut Vec<f32>,
     ) -> Self {
-        let c_in = span.len() / len;
         let rows = window_rows(steps, stride, right.k() / c_in);
-        let planes = SplitPlanes::take_transposed(&span[..c_in * len], c_in, len, rows);
+        let planes = SplitPlanes::take_transposed(span, c_in, len, rows, elu);
         let products = Self::windows(&planes, steps, stride, right, buf);
         planes.release();
         products

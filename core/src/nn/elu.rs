@@ -76,6 +76,13 @@ pub fn elu_into(dst: &mut [f32], src: &[f32]) {
     elu_into_loop(dst, src);
 }
 
+/// ELU over `x`, inlined into the caller (which vectorises it for its own target features),
+/// with the bits of [`elu_f32`].
+#[inline(always)]
+pub(crate) fn elu_slice(x: &mut [f32]) {
+    elu_loop(x)
+}
+
 #[inline(always)]
 fn elu_loop(x: &mut [f32]) {
     for v in x {

@@ -6,7 +6,7 @@
 use super::amx::SplitPlanes;
 use super::conv::EdgeMode;
 use super::conv_amx::{ChannelMajor, TileConv, TimeMajor, tile_steps, window_rows};
-use super::conv_cpu::{PreAct, fill_span_strided, run_jobs};
+use super::conv_cpu::{fill_span_strided, run_jobs};
 use super::elu::elu_in_place;
 use super::gemm::{SharedOut, assume_init, uninit_buffer};
 
@@ -62,11 +62,14 @@ pub(super) fn run(
         let xb = &x[b * c * rs..];
         let len = nt + kernel - 1;
         let first = t0 as isize - unit.pad.0 as isize;
-        let elu = Some(PreAct::Elu);
+        // The raw input with conv1's halo: ELU is applied as it is split for conv1, and the
+        // shortcut and the residual read the raw samples here instead of from memory again.
         let span = &mut scratch.a;
-        fill_span_strided(span, (xb, rs), l, c, 0, (first, len), unit.mode, elu, None);
+        fill_span_strided(span, (xb, rs), l, c, 0, (first, len), unit.mode, None, None);
+        let span = &scratch.a[..];
+        let conv1 = unit.conv1.0.right();
         let width =
-            TimeMajor::compute(span, len, nt, 1, unit.conv1.0.right(), &mut scratch.b).width;
+            TimeMajor::compute((span, len), (c, len), (nt, 1), true, conv1, &mut scratch.b).width;
         // elu(conv1 + bias), step by step as it lies.
         for row in scratch.b.chunks_exact_mut(width).take(nt) {
             if let Some(b1) = unit.conv1.1 {
@@ -80,11 +83,10 @@ pub(super) fn run(
         let planes = SplitPlanes::take_time_major(&scratch.b, width, hidden, nt, rows);
         let y = TimeMajor::windows(&planes, nt, 1, unit.conv2.0.right(), &mut scratch.c);
         planes.release();
+        // Samples t0..t0+nt of the input are columns pad.0.. of the span.
+        let own = (&span[unit.pad.0..], len);
         let skip = unit.shortcut.map(|(conv, _)| {
-            let span = &mut scratch.a;
-            let at = (t0 as isize, nt);
-            fill_span_strided(span, (xb, rs), l, c, 0, at, EdgeMode::Zeros, None, None);
-            TimeMajor::compute(span, nt, nt, 1, conv.right(), &mut scratch.d)
+            TimeMajor::compute(own, (c, nt), (nt, 1), false, conv.right(), &mut scratch.d)
         });
         let dst = ChannelMajor {
             out: &shared,
@@ -93,7 +95,7 @@ pub(super) fn run(
             bias: Some(&bias),
             residual: match unit.shortcut {
                 Some(_) => None,
-                None => Some((x, b * c * rs + t0, rs)),
+                None => Some((span, unit.pad.0, len)),
             },
         };
         // SAFETY: job (b, tile) alone writes samples t0..t0+nt of batch b's rows.
