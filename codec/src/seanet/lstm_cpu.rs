@@ -324,6 +324,13 @@ fn dot_kernels() -> DotKernels {
     }
 }
 
+/// The lanes of a dot product summed in order (as `Iterator::sum` does, from -0.0), inlined
+/// and unrolled: through the iterator it was a call per sum, 4% of EnCodec's encode.
+#[inline(always)]
+fn sum_lanes(lanes: &[f32; LANES]) -> f32 {
+    lanes.iter().fold(-0.0, |s, &v| s + v)
+}
+
 #[inline(always)]
 fn dot4_generic(block: &[Line], h: &[f32]) -> [f32; 4] {
     let mut acc = [[0f32; LANES]; 4];
@@ -334,7 +341,7 @@ fn dot4_generic(block: &[Line], h: &[f32]) -> [f32; 4] {
             }
         }
     }
-    acc.map(|a| a.iter().sum())
+    acc.map(|a| sum_lanes(&a))
 }
 
 /// [`dot4_generic`] with AVX-512: one register per row holds its sixteen lanes.
@@ -356,7 +363,7 @@ unsafe fn dot4_avx512(block: &[Line], h: &[f32]) -> [f32; 4] {
         let mut lanes = [0f32; LANES];
         // SAFETY: lanes holds LANES f32.
         unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), a) };
-        lanes.iter().sum()
+        sum_lanes(&lanes)
     })
 }
 
@@ -380,7 +387,7 @@ unsafe fn dot4_pair_avx512(a: &[Line], b: &[Line], h: &[f32]) -> [[f32; 4]; 2] {
         let mut lanes = [0f32; LANES];
         // SAFETY: lanes holds LANES f32.
         unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), a) };
-        lanes.iter().sum::<f32>()
+        sum_lanes(&lanes)
     });
     [
         [sums[0], sums[1], sums[2], sums[3]],
@@ -412,7 +419,7 @@ unsafe fn dot4_avx2(block: &[Line], h: &[f32]) -> [f32; 4] {
             _mm256_storeu_ps(lanes.as_mut_ptr(), a[0]);
             _mm256_storeu_ps(lanes.as_mut_ptr().add(8), a[1]);
         }
-        lanes.iter().sum()
+        sum_lanes(&lanes)
     })
 }
 
