@@ -828,6 +828,33 @@ mod platform {
         [hi, mid, lo].map(|p| _mm512_cvtepi32_epi16(p))
     }
 
+    /// [`split16`] by the CPU's bf16 conversion (AVX-512 BF16: one instruction per part where
+    /// the integer rounding takes five). It reads subnormal inputs as zero, as the tiles read
+    /// subnormal bf16 parts, so the products are the same.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    fn split16_bf16(v: __m512) -> [__m256i; 3] {
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+        fn nearest(v: __m512) -> (__m256i, __m512) {
+            // SAFETY: `__m256bh` and `__m256i` are both 32 bytes of plain bits.
+            let b: __m256i = unsafe { std::mem::transmute(_mm512_cvtneps_pbh(v)) };
+            let wide = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(b));
+            (b, _mm512_castsi512_ps(wide))
+        }
+        let (hi, hi_f) = nearest(v);
+        let rest = _mm512_sub_ps(v, hi_f);
+        let (mid, mid_f) = nearest(rest);
+        let (lo, _) = nearest(_mm512_sub_ps(rest, mid_f));
+        [hi, mid, lo]
+    }
+
+    /// Whether the CPU converts f32 to bf16 in one instruction (AVX-512 BF16).
+    fn has_bf16_convert() -> bool {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| std::is_x86_feature_detected!("avx512bf16"))
+    }
+
     /// Channel-major output from a time-major block: for `j < channels` and `i < steps`,
     /// `dst[j * ldd + i] = src[i * lds + j] (+ extra[i * lde + j]) + bias[j] (+ res[j * ldr + i])`.
     ///
@@ -919,21 +946,23 @@ mod platform {
     }
 
     /// `len` rows of `width` values of `data`, `ld` apart, split into the planes (rows of
-    /// `width`), compiled for AVX-512 so that the splitting vectorises.
+    /// `width`; a multiple of 16).
     ///
     /// # Safety
     /// The CPU has AVX-512 F and BW.
-    #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) unsafe fn split_rows(
-        (data, ld): (&[f32], usize),
+        data: (&[f32], usize),
         width: usize,
         len: usize,
-        [hi, mid, lo]: [&mut [u16]; 3],
+        parts: [&mut [u16]; 3],
     ) {
-        for t in 0..len {
-            let at = t * width;
-            let row = &data[t * ld..][..width];
-            super::split_run(row, &mut hi[at..], &mut mid[at..], &mut lo[at..]);
+        // SAFETY: the caller's contract, and AVX-512 BF16 where it is used (checked).
+        unsafe {
+            if has_bf16_convert() {
+                split_rows_bf16(data, width, len, parts)
+            } else {
+                split_rows_int(data, width, len, parts)
+            }
         }
     }
 
@@ -943,51 +972,115 @@ mod platform {
     /// # Safety
     /// The CPU has AVX-512 F and BW; `width` is a multiple of 16; `span` holds `width` rows of
     /// `len`, `ld` apart, and `out` three planes of at least `len * width`.
-    #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) unsafe fn split_transposed(
-        (span, ld): (&[f32], usize),
+        span: (&[f32], usize),
         width: usize,
         len: usize,
         elu: bool,
         out: &mut [u16],
         plane: usize,
     ) {
-        assert!(width == 0 || span.len() >= (width - 1) * ld + len);
-        assert!(out.len() >= 2 * plane + len * width);
-        let full = len / 16 * 16;
-        let mut block = [0f32; 256];
-        for c0 in (0..width).step_by(16) {
-            for t0 in (0..full).step_by(16) {
-                for (i, row) in block.chunks_exact_mut(16).enumerate() {
-                    row.copy_from_slice(&span[(c0 + i) * ld + t0..][..16]);
-                }
-                if elu {
-                    crate::nn::elu::elu_slice(&mut block);
-                }
-                // SAFETY: 16 rows of 16 in `block`.
-                let r: [__m512; 16] =
-                    std::array::from_fn(|i| unsafe { _mm512_loadu_ps(block.as_ptr().add(16 * i)) });
-                for (i, row) in transpose16_regs(r).into_iter().enumerate() {
-                    let at = (t0 + i) * width + c0;
-                    for (p, part) in split16(row).into_iter().enumerate() {
-                        // SAFETY: 16 values at `at` inside plane `p` (asserted above).
-                        unsafe {
-                            _mm256_storeu_si256(out.as_mut_ptr().add(p * plane + at).cast(), part)
-                        };
-                    }
-                }
-            }
-        }
-        for t in full..len {
-            for c in 0..width {
-                let v = span[c * ld + t];
-                let v = if elu { crate::nn::elu::elu_f32(v) } else { v };
-                for (p, part) in super::split(v).into_iter().enumerate() {
-                    out[p * plane + t * width + c] = part;
-                }
+        // SAFETY: the caller's contract, and AVX-512 BF16 where it is used (checked).
+        unsafe {
+            if has_bf16_convert() {
+                split_transposed_bf16(span, width, len, elu, out, plane)
+            } else {
+                split_transposed_int(span, width, len, elu, out, plane)
             }
         }
     }
+
+    /// The splitting loops, compiled once for each way of rounding to bf16.
+    macro_rules! splitters {
+        ($features:literal, $split16:ident, $rows:ident, $transposed:ident) => {
+            #[target_feature(enable = $features)]
+            unsafe fn $rows(
+                (data, ld): (&[f32], usize),
+                width: usize,
+                len: usize,
+                [hi, mid, lo]: [&mut [u16]; 3],
+            ) {
+                assert!(width % 16 == 0 && (len == 0 || data.len() >= (len - 1) * ld + width));
+                assert!(hi.len().min(mid.len()).min(lo.len()) >= len * width);
+                for t in 0..len {
+                    for c0 in (0..width).step_by(16) {
+                        let at = t * width + c0;
+                        // SAFETY: 16 values of row `t` (asserted), stored inside each plane.
+                        unsafe {
+                            let v = _mm512_loadu_ps(data.as_ptr().add(t * ld + c0));
+                            let [a, b, c] = $split16(v);
+                            _mm256_storeu_si256(hi.as_mut_ptr().add(at).cast(), a);
+                            _mm256_storeu_si256(mid.as_mut_ptr().add(at).cast(), b);
+                            _mm256_storeu_si256(lo.as_mut_ptr().add(at).cast(), c);
+                        }
+                    }
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn $transposed(
+                (span, ld): (&[f32], usize),
+                width: usize,
+                len: usize,
+                elu: bool,
+                out: &mut [u16],
+                plane: usize,
+            ) {
+                assert!(width == 0 || span.len() >= (width - 1) * ld + len);
+                assert!(out.len() >= 2 * plane + len * width);
+                let full = len / 16 * 16;
+                let mut block = [0f32; 256];
+                for c0 in (0..width).step_by(16) {
+                    for t0 in (0..full).step_by(16) {
+                        for (i, row) in block.chunks_exact_mut(16).enumerate() {
+                            row.copy_from_slice(&span[(c0 + i) * ld + t0..][..16]);
+                        }
+                        if elu {
+                            crate::nn::elu::elu_slice(&mut block);
+                        }
+                        // SAFETY: 16 rows of 16 in `block`.
+                        let r: [__m512; 16] = std::array::from_fn(|i| unsafe {
+                            _mm512_loadu_ps(block.as_ptr().add(16 * i))
+                        });
+                        for (i, row) in transpose16_regs(r).into_iter().enumerate() {
+                            let at = (t0 + i) * width + c0;
+                            for (p, part) in $split16(row).into_iter().enumerate() {
+                                // SAFETY: 16 values at `at` inside plane `p` (asserted above).
+                                unsafe {
+                                    let to = out.as_mut_ptr().add(p * plane + at);
+                                    _mm256_storeu_si256(to.cast(), part)
+                                };
+                            }
+                        }
+                    }
+                }
+                // The last steps one value at a time: the same parts as the vector paths
+                // (subnormal parts, which the tiles read as zero, aside).
+                for t in full..len {
+                    for c in 0..width {
+                        let v = span[c * ld + t];
+                        let v = if elu { crate::nn::elu::elu_f32(v) } else { v };
+                        for (p, part) in super::split(v).into_iter().enumerate() {
+                            out[p * plane + t * width + c] = part;
+                        }
+                    }
+                }
+            }
+        };
+    }
+
+    splitters!(
+        "avx512f,avx512bw",
+        split16,
+        split_rows_int,
+        split_transposed_int
+    );
+    splitters!(
+        "avx512f,avx512bw,avx512bf16",
+        split16_bf16,
+        split_rows_bf16,
+        split_transposed_bf16
+    );
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
