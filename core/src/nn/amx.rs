@@ -17,10 +17,12 @@
 //! step of 32 in `k` one contiguous 6 KiB (three parts of two tiles), so the kernel reaches
 //! every tile from one pointer per operand, and every tile row is one cache line.
 //!
-//! Only [`PackedLinear`](super::PackedLinear) uses it: its weight is split once, at load, so a
-//! call splits only its input. Convolutions that call gemm with their weight as a plain slice
-//! would split the weight on every call, which costs more than the tiles save (Mimi's encoder
-//! became 3-25% slower when tried).
+//! Two kinds of left operand: [`PackedLinear`](super::PackedLinear) packs its input into the
+//! block layout above on every call (its weight is split once, at load); the convolutions of
+//! `conv_amx` split a time tile once into three time-major planes ([`SplitPlanes`]) whose
+//! overlapping windows the tile loads read in place, a row stride apart ([`window_block`]).
+//! Products come back to channel-major order 16 x 16 at a time in registers
+//! ([`TransposedStore`]).
 //!
 //! Linux hands out AMX state only to processes that ask for it (`arch_prctl`); [`available`]
 //! asks once, and says no (the FMA kernels run instead) on other systems, CPUs without AMX or

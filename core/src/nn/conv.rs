@@ -3,7 +3,9 @@
 //! On the CPU with f32 tensors the forward passes (in `conv_ops`) run the kernels of `conv_cpu`
 //! (im2col tiles + gemm, a direct depthwise loop, gemm + overlap-add for transposed convs), which
 //! are several times faster than candle's for the long, narrow signals of audio codecs, and fuse
-//! the activations and residual sums around them. On other devices or dtypes they fall back to
+//! the activations and residual sums around them; on CPUs with AMX, layers set up with
+//! [`Conv1d::with_tiles`] (or strided and transposed ones with `with_winograd`) run on the tiles
+//! instead (`conv_amx`). On other devices or dtypes they fall back to
 //! candle's own `conv1d` / `conv_transpose1d` and tensor ops. The layers are for inference: the
 //! fast path records no gradient.
 
@@ -233,6 +235,9 @@ impl Conv1d {
         Self::new(weight, bias, cfg)
     }
 
+    /// On CPUs with AMX, a strided conv that fits the tiles (see [`Self::with_tiles`]) runs on
+    /// them instead; otherwise:
+    ///
     /// Run this conv by minimal filtering on the CPU, with an error somewhat above the direct
     /// sum's (and not its bits), for layers where the direct conv is bound by the FMA units.
     /// The transformed weights replace the kernels' plain copy. Any conv that fits neither form
@@ -449,6 +454,10 @@ impl ConvTranspose1d {
         Self::new(weight, bias, cfg)
     }
 
+    /// On CPUs with AMX, a transposed conv with one group, no dilation, input channels in
+    /// multiples of 32 and `stride * c_out` a multiple of 32 runs on the tiles (`conv_amx`:
+    /// a stride-1 conv over frames); otherwise:
+    ///
     /// Run this transposed conv by minimal filtering on the CPU where its kernel spans at most
     /// two strides (`s < k <= 2 s`, one group, no dilation), as upsampling layers do: F(3, 2)
     /// over frames of `s` output samples (`conv_polyphase_winograd`), 4 instead of 6 multiplies
