@@ -394,6 +394,23 @@ thread_local! {
 }
 
 impl SplitPlanes {
+    /// This thread's planes, sized for `rows` rows of `width` values, rows from `len` on zero
+    /// (the caller fills the rest).
+    fn take(width: usize, len: usize, rows: usize) -> Self {
+        let plane = rows * width;
+        let mut planes = PLANES.take();
+        if planes.data.0.len() * 32 < PARTS * plane {
+            planes.data = Lines::zeros(PARTS * plane);
+        }
+        planes.width = width;
+        planes.plane = plane;
+        let data = planes.data.as_mut_slice();
+        for p in 0..PARTS {
+            data[p * plane + len * width..(p + 1) * plane].fill(0);
+        }
+        planes
+    }
+
     /// This thread's planes for `rows` rows of `width` values, rows from `len` on zero,
     /// filled from `span`, channel-major (the conv kernels' layout): channel `c`'s `len`
     /// values at `span[c * ld..]`. With `elu`, the values are activated (ELU) on the way, with
@@ -414,17 +431,9 @@ impl SplitPlanes {
             width == 0 || span.len() >= (width - 1) * ld + len,
             "amx: planes span"
         );
-        let plane = rows * width;
-        let mut planes = PLANES.take();
-        if planes.data.0.len() * 32 < PARTS * plane {
-            planes.data = Lines::zeros(PARTS * plane);
-        }
-        planes.width = width;
-        planes.plane = plane;
+        let mut planes = Self::take(width, len, rows);
+        let plane = planes.plane;
         let data = planes.data.as_mut_slice();
-        for p in 0..PARTS {
-            data[p * plane + len * width..(p + 1) * plane].fill(0);
-        }
         // SAFETY: AVX-512 F and BW are part of `available` (asserted); `span` holds `width`
         // rows of `len`, `ld` apart, and each plane `rows >= len` rows of `width` (asserted
         // and sized).
@@ -450,19 +459,11 @@ impl SplitPlanes {
             len == 0 || data.len() >= (len - 1) * ld + width,
             "amx: planes data"
         );
-        let plane = rows * width;
-        let mut planes = PLANES.take();
-        if planes.data.0.len() * 32 < PARTS * plane {
-            planes.data = Lines::zeros(PARTS * plane);
-        }
-        planes.width = width;
-        planes.plane = plane;
+        let mut planes = Self::take(width, len, rows);
+        let plane = planes.plane;
         let out = planes.data.as_mut_slice();
         let (hi, rest) = out.split_at_mut(plane);
         let (mid, lo) = rest.split_at_mut(plane);
-        for part in [&mut *hi, &mut *mid, &mut *lo] {
-            part[len * width..plane].fill(0);
-        }
         // SAFETY: AVX-512 F and BW are part of `available` (asserted).
         unsafe { platform::split_rows((data, ld), width, len, [hi, mid, lo]) };
         planes

@@ -428,6 +428,16 @@ mod tests {
         }
     }
 
+    /// Within the error of two f32 sums of `terms` products of values in [-1, 1] (which round
+    /// differently).
+    fn assert_close(got: &[f32], want: &[f32], terms: usize, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        let bound = terms as f32 * 4e-7 * 8.0;
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!((a - b).abs() <= bound, "{what} at {i}: {a} vs {b}");
+        }
+    }
+
     /// Against the f32 FMA kernels, within the error of an f32 sum of `c_in * kernel` terms
     /// (the two round differently), with every fusion the tiles take.
     #[test]
@@ -463,14 +473,8 @@ mod tests {
                 assert!(conv.applies(&g, &f));
                 let got = conv1d_tiles(&x, &conv, &f, &g);
                 let want = conv1d_gemm(&x, &w, &f, &g);
-                assert_eq!(got.len(), want.len());
-                let bound = (c_in * kernel) as f32 * 4e-7 * 8.0;
-                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        (a - b).abs() <= bound,
-                        "{c_in}->{c_out} k{kernel} s{stride} at {i}: {a} vs {b}"
-                    );
-                }
+                let what = format!("{c_in}->{c_out} k{kernel} s{stride}");
+                assert_close(&got, &want, c_in * kernel, &what);
             }
         }
     }
@@ -508,14 +512,8 @@ mod tests {
             for pre in [None, Some(PreAct::Elu)] {
                 let got = conv_transpose1d_tiles(&x, &conv, Some(&bias), pre, &g);
                 let want = conv_transpose1d_gemm(&x, &w, Some(&bias), pre, &g);
-                assert_eq!(got.len(), want.len());
-                let bound = (c_in * kernel.div_ceil(stride)) as f32 * 4e-7 * 8.0;
-                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        (a - b).abs() <= bound,
-                        "{c_in}->{c_out} k{kernel} s{stride} at {i}: {a} vs {b}"
-                    );
-                }
+                let what = format!("transposed {c_in}->{c_out} k{kernel} s{stride}");
+                assert_close(&got, &want, c_in * kernel.div_ceil(stride), &what);
             }
         }
     }

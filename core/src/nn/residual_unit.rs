@@ -432,6 +432,11 @@ mod tests {
         (y + skip).unwrap()
     }
 
+    fn max_abs_diff(a: Tensor, b: Tensor) -> f32 {
+        let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
+        d.max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
     #[test]
     fn fused_unit_equals_its_layers() {
         let dev = Device::Cpu;
@@ -466,16 +471,7 @@ mod tests {
                         }
                         let got = fused.expect("the unit fits");
                         let want = composed(&x, &unit);
-                        let diff = (got - want)
-                            .unwrap()
-                            .abs()
-                            .unwrap()
-                            .flatten_all()
-                            .unwrap()
-                            .max(0)
-                            .unwrap()
-                            .to_scalar::<f32>()
-                            .unwrap();
+                        let diff = max_abs_diff(got, want);
                         assert!(diff < 1e-4, "c {c} {mode:?} {pad:?}: {diff}");
                     }
                 }
@@ -553,16 +549,7 @@ mod tests {
                     assert!(unit.tile_parts().is_some());
                     let got = unit.forward_cpu(&x).unwrap().expect("the unit fits");
                     let want = composed(&x, &unit);
-                    let diff = (got - want)
-                        .unwrap()
-                        .abs()
-                        .unwrap()
-                        .flatten_all()
-                        .unwrap()
-                        .max(0)
-                        .unwrap()
-                        .to_scalar::<f32>()
-                        .unwrap();
+                    let diff = max_abs_diff(got, want);
                     assert!(diff < 1e-4, "c {c} {mode:?}: {diff}");
                     let wide = Tensor::randn(0f32, 1., (2, c, l + 7), &dev).unwrap();
                     let view = wide.narrow(2, 3, l).unwrap();
