@@ -16,20 +16,24 @@ scripts/reference/*_full_check.py scripts write them (the speed does not depend 
 
 (--snac-root, --mimi-root, --encodec-root, --dac-root point elsewhere.)
 
-For each codec, one process of benches/examples/codec_speed.rs (release build, mimalloc) loads
-the checkpoint into tessera and, where candle-transformers has the model and can load the hub
-checkpoint, into candle-transformers (SNAC, Mimi, EnCodec; not DAC, see the example's header);
-this script loads the same checkpoint into the reference: the snac package (SNAC, from
+For each codec, two processes of benches/examples/codec_speed.rs (release build, mimalloc) load
+the checkpoint, one into tessera and one, where candle-transformers has the model and can load
+the hub checkpoint, into candle-transformers (SNAC, Mimi, EnCodec; not DAC, see the example's
+header); this script loads the same checkpoint into the reference: the snac package (SNAC, from
 config.json + pytorch_model.bin) or transformers' MimiModel / EncodecModel / DacModel
 (from_pretrained on the directory). torch runs with torch.set_num_threads(THREADS) under
-inference_mode; the Rust process gets RAYON_NUM_THREADS = CANDLE_NUM_THREADS = THREADS.
+inference_mode; the Rust processes get RAYON_NUM_THREADS = CANDLE_NUM_THREADS = THREADS.
+Each implementation has a process of its own, as torch has: when tessera and candle shared one
+(until session 12), candle's calls took over the memory tessera had freed, and each tessera
+call faulted its buffers in again (encode 8-13% slower than back to back; candle-free, the same
+as back to back).
 
 All of them encode the same signal (a chirp plus deterministic hash noise, the formula of
 test_signal in codec_speed.rs), mono, batch 1, SECONDS long, and decode the codes they produced.
 Codebooks: every one for SNAC and DAC, 8 for Mimi (what Moshi uses), 8 for EnCodec 24 kHz
 (6 kbps). SNAC's decoders add fresh noise, as the real checkpoints do. After one warm-up call
-each, every round runs one encode and one decode of each implementation in turn (tessera and
-candle inside the Rust process, then the reference), so that load changes hit all of them; the
+each, every round runs one encode and one decode of each implementation in turn (tessera,
+candle, then the reference), so that load changes hit all of them; the
 table gives medians over rounds of the real-time factor (audio seconds per compute second) and
 the median over rounds of the per-round ratio reference time / tessera time (> 1: tessera faster),
 likewise for candle.
@@ -169,13 +173,13 @@ def timed(fn):
 
 
 class RustProcess:
-    """codec_speed in served mode: one repetition (tessera then candle) per request."""
+    """codec_speed in served mode for `impls` (comma-separated): one repetition per request."""
 
-    def __init__(self, binary, path, seconds, n_q, threads):
+    def __init__(self, binary, path, seconds, n_q, threads, impls):
         env = {k: v for k, v in os.environ.items() if k not in TORCH_MALLOC}
         env.update(RAYON_NUM_THREADS=str(threads), CANDLE_NUM_THREADS=str(threads))
         self.proc = subprocess.Popen(
-            [binary, path, str(seconds), "stdin", "all" if n_q is None else str(n_q)],
+            [binary, path, str(seconds), "stdin", "all" if n_q is None else str(n_q), impls],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
         self.skipped = {}
         self._read()  # loads and warms up, then says ready
@@ -220,13 +224,15 @@ def run_codec(cid, args, binary):
         return None
     ref = Reference(family, path, n_q)
     audio = test_signal(ref.sample_rate, args.seconds)
-    rust = RustProcess(binary, path, args.seconds, n_q, args.threads)
+    rust = RustProcess(binary, path, args.seconds, n_q, args.threads, "tessera")
+    peer = RustProcess(binary, path, args.seconds, n_q, args.threads, "candle")
     with torch.inference_mode():
         ref.encode(audio)  # warm-up
         ref.decode()
     rounds = []
     for r in range(args.rounds):
         row = rust.rep()
+        row.update(peer.rep())
         with torch.inference_mode():
             row[("reference", "encode")] = timed(lambda: ref.encode(audio))
             row[("reference", "decode")] = timed(ref.decode)
@@ -236,6 +242,8 @@ def run_codec(cid, args, binary):
             f"{k[0]}.{k[1]}": round(v, 4) for k, v in row.items() if k != "loadavg"},
             "loadavg": row["loadavg"]}), flush=True)
     rust.close()
+    peer.close()
+    rust.skipped.update(peer.skipped)
     flops = ref.flops_per_audio_second() if args.flops else None
     return {"rounds": rounds, "skipped": rust.skipped, "flops": flops, "n_q": n_q}
 
