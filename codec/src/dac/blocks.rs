@@ -35,13 +35,14 @@ impl ResidualUnit {
         let conv1 = Conv1d::load(vb.pp("conv1"), dim, dim, UNIT_KERNEL, cfg, true)?;
         Ok(ResidualUnit {
             snake1: Snake1d::load(vb.pp("snake1"), dim)?,
-            conv1: if winograd {
-                conv1.with_winograd()
-            } else {
-                conv1
+            // On AMX tiles where the CPU has them, else by minimal filtering if asked.
+            conv1: match conv1.with_tiles() {
+                c if c.runs_on_tiles() || !winograd => c,
+                c => c.with_winograd(),
             },
             snake2: Snake1d::load(vb.pp("snake2"), dim)?,
-            conv2: Conv1d::load(vb.pp("conv2"), dim, dim, 1, Conv1dConfig::default(), true)?,
+            conv2: Conv1d::load(vb.pp("conv2"), dim, dim, 1, Conv1dConfig::default(), true)?
+                .with_tiles(),
         })
     }
 

@@ -39,7 +39,7 @@ pub(crate) const TILE: usize = 16;
 
 pub(crate) use platform::Tiles;
 /// `k` per tile: 16 pairs of bf16.
-const KSTEP: usize = 32;
+pub(crate) const KSTEP: usize = 32;
 /// bf16 parts per value.
 const PARTS: usize = 3;
 /// bf16 values in a tile.
@@ -469,32 +469,50 @@ impl SplitPlanes {
         planes
     }
 
+    /// Values per row.
+    pub(crate) fn width(&self) -> usize {
+        self.width
+    }
+
     /// Give the planes back to this thread for its next call.
     pub(crate) fn release(self) {
         PLANES.set(self);
     }
 }
 
-/// `out = left x right` for one 32 x 32 block of a convolution: output row `i` (a time step)
-/// is the window of `k` values starting at row `first_row + i * row_step` of the planes,
-/// times column block `cb` of `right` (`k` is the right operand's). `out` holds 32 rows of 32,
-/// `ld` apart; rows and columns past the operands' ends hold products of padding.
+/// Which part of a convolution block [`window_block`] computes: the right operand's steps
+/// `steps` (32 values of `k` each) against windows from plane row `first_row`, `row_step` rows
+/// apart, added to what `out` holds with `accumulate`, else written over it.
+pub(crate) struct WindowPart {
+    pub first_row: usize,
+    pub row_step: usize,
+    pub steps: std::ops::Range<usize>,
+    pub accumulate: bool,
+}
+
+/// `out (+)= left x right` for one 32 x 32 block of a convolution: output row `i` (a time step)
+/// is the window of `steps.len() * 32` values starting at row `first_row + i * row_step` of the
+/// planes, times column block `cb` of `right` over `part.steps`. `out` holds 32 rows of 32, `ld`
+/// apart; rows and columns past the operands' ends hold products of padding.
 ///
 /// # Panics
-/// When a window of the 32 rows reaches past the planes, or `out` is too short.
-#[allow(clippy::too_many_arguments)]
+/// When a window of the 32 rows reaches past the planes, the steps past the right operand, or
+/// `out` is too short.
 pub(crate) fn window_block(
     planes: &SplitPlanes,
-    first_row: usize,
-    row_step: usize,
-    right: &AmxRight,
-    cb: usize,
-    out: &mut [f32],
-    ld: usize,
+    part: &WindowPart,
+    (right, cb): (&AmxRight, usize),
+    (out, ld): (&mut [f32], usize),
     _tiles: &Tiles,
 ) {
-    let (w, k) = (planes.width, right.k);
-    let last = (first_row + (BLOCK - 1) * row_step) * w + k.div_ceil(KSTEP) * KSTEP;
+    let w = planes.width;
+    let (first_row, row_step) = (part.first_row, part.row_step);
+    let steps = part.steps.len();
+    let last = (first_row + (BLOCK - 1) * row_step) * w + steps * KSTEP;
+    assert!(
+        steps >= 1 && part.steps.end <= right.steps,
+        "amx: window steps"
+    );
     assert!(
         last <= planes.plane && cb * BLOCK < right.n,
         "amx: window block"
@@ -510,16 +528,17 @@ pub(crate) fn window_block(
     let data = planes.data.as_slice();
     let left = |p: usize| data[p * planes.plane + first_row * w..].as_ptr();
     let block_operand = right.steps * STEP_LEN;
+    let block = &right.data.as_slice()[cb * block_operand..][..block_operand];
     let operands = platform::Windows {
         parts: [left(0), left(1), left(2)],
         row_bytes: row_step * w * 2,
-        right: right.data.as_slice()[cb * block_operand..][..block_operand].as_ptr(),
-        steps: right.steps,
+        right: block[part.steps.start * STEP_LEN..].as_ptr(),
+        steps,
     };
     // SAFETY: tiles are configured on this thread (`_tiles`); each of the 32
     // windows of `steps * 32` values lies inside its plane (asserted), the right operand's
-    // block holds `steps` steps, `out` 32 rows of 32, `ld` apart (asserted).
-    unsafe { platform::window_block(&operands, out.as_mut_ptr(), ld) };
+    // block holds the steps (asserted), `out` 32 rows of 32, `ld` apart (asserted).
+    unsafe { platform::window_block(&operands, out.as_mut_ptr(), ld, part.accumulate) };
 }
 
 /// A time-major block of products (plus another of the same shape) into channel-major
@@ -742,14 +761,25 @@ mod platform {
     /// Tiles configured on this thread ([`Tiles`]); `steps >= 1`; each part has 32 rows of
     /// `steps * 32` values readable from its pointer, `row_bytes` apart; the right pointer has
     /// `steps` steps of 6 KiB readable; `c` 32 writable rows of 32.
-    pub(super) unsafe fn window_block(op: &Windows, c: *mut f32, ldc: usize) {
+    pub(super) unsafe fn window_block(op: &Windows, c: *mut f32, ldc: usize, accumulate: bool) {
         debug_assert!(op.steps >= 1);
         let half = 16 * op.row_bytes;
         // SAFETY: the caller's contract. As `block`, with the left operand's parts and halves
         // reached through six pointers (rows 0-15 and 16-31 of hi, mid, lo), each moved on by
-        // 64 bytes (32 values of `k`) per step; accumulators start at zero.
+        // 64 bytes (32 values of `k`) per step; accumulators start at zero, or at `c` with
+        // `accumulate`.
         unsafe {
             asm!(
+                "test {acc}, {acc}",
+                "jz 3f",
+                "tileloadd tmm0, [{c} + {ldc}*1]",
+                "tileloadd tmm1, [{c} + {ldc}*1 + 64]",
+                "lea {acc}, [{c} + {ldc}*8]",
+                "lea {acc}, [{acc} + {ldc}*8]",
+                "tileloadd tmm2, [{acc} + {ldc}*1]",
+                "tileloadd tmm3, [{acc} + {ldc}*1 + 64]",
+                "jmp 2f",
+                "3:",
                 "tilezero tmm0",
                 "tilezero tmm1",
                 "tilezero tmm2",
@@ -792,6 +822,7 @@ mod platform {
                 "tilestored [{h0} + {ldc}*1], tmm2",
                 "tilestored [{h0} + {ldc}*1 + 64], tmm3",
                 h0 = inout(reg) op.parts[0] => _,
+                acc = inout(reg) usize::from(accumulate) => _,
                 h1 = inout(reg) op.parts[0].wrapping_byte_add(half) => _,
                 m0 = inout(reg) op.parts[1] => _,
                 m1 = inout(reg) op.parts[1].wrapping_byte_add(half) => _,
@@ -1117,7 +1148,7 @@ mod platform {
         pub steps: usize,
     }
 
-    pub(super) unsafe fn window_block(_: &Windows, _: *mut f32, _: usize) {
+    pub(super) unsafe fn window_block(_: &Windows, _: *mut f32, _: usize, _: bool) {
         unreachable!("AMX is never available here")
     }
 

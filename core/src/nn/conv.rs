@@ -270,7 +270,12 @@ impl Conv1d {
         };
         let transformed =
             if cfg.stride > 1 && TileConv::fits(cin_g, kernel, cfg.dilation, cfg.groups) {
-                CpuKernel::Tiles(TileConv::new(w, c_out, cin_g, kernel, cfg.stride))
+                CpuKernel::Tiles(TileConv::new(
+                    w,
+                    (c_out, cin_g, kernel),
+                    cfg.stride,
+                    cfg.dilation,
+                ))
             } else if cfg.groups == 1
                 && cfg.stride == 1
                 && cin_g > 1
@@ -289,7 +294,7 @@ impl Conv1d {
     }
 
     /// Run this conv on AMX tiles (`conv_amx`) where the CPU has them and the conv fits (one
-    /// group, no dilation, input channels a multiple of 32): as accurate as f32, not the FMA
+    /// group, input channels a multiple of 32; a dilated conv runs each tap as a product): as accurate as f32, not the FMA
     /// kernels' bits. The split weights replace the kernels' plain copy. Strided convs take
     /// the tiles in [`Self::with_winograd`]; stride-1 convs only here, as their FMA kernels
     /// fuse with the layers around them where the tiles do not all apply
@@ -305,7 +310,7 @@ impl Conv1d {
             && let Some(w) = cpu.plain()
             && TileConv::fits(cin_g, kernel, cfg.dilation, cfg.groups)
         {
-            let tiles = TileConv::new(w, c_out, cin_g, kernel, cfg.stride);
+            let tiles = TileConv::new(w, (c_out, cin_g, kernel), cfg.stride, cfg.dilation);
             self.cpu = Some(cpu.with_kernel(CpuKernel::Tiles(tiles)));
         }
         self

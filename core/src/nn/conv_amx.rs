@@ -14,7 +14,7 @@
 //! Every output sample depends only on its own window, summed in one fixed order, so a window
 //! of a long signal gives the same bits as the whole signal.
 
-use super::amx::{self, AmxRight, BLOCK, SplitPlanes, TILE, Tiles};
+use super::amx::{self, AmxRight, BLOCK, KSTEP, SplitPlanes, TILE, Tiles, WindowPart};
 use super::conv::EdgeMode;
 use super::conv_cpu::{ConvGeom, ConvTrGeom, Fusion, PreAct, fill_span, run_jobs};
 use super::gemm::{SharedOut, assume_init, uninit_buffer};
@@ -31,21 +31,27 @@ pub(crate) struct TileConv {
     c_out: usize,
     kernel: usize,
     stride: usize,
+    dilation: usize,
 }
 
 impl TileConv {
-    /// Whether the tiles can run this conv: AMX is there, one group, no dilation, input
-    /// channels in whole lines.
+    /// Whether the tiles can run this conv: AMX is there, one group, input channels in whole
+    /// lines. A dilated conv runs each tap as a product of its own.
     pub(crate) fn fits(c_in: usize, kernel: usize, dilation: usize, groups: usize) -> bool {
         groups == 1
-            && dilation == 1
+            && dilation >= 1
             && kernel >= 1
             && c_in.is_multiple_of(CHANNEL_MULTIPLE)
             && amx::available()
     }
 
     /// From torch's weight `[c_out, c_in, kernel]`.
-    pub(crate) fn new(w: &[f32], c_out: usize, c_in: usize, kernel: usize, stride: usize) -> Self {
+    pub(crate) fn new(
+        w: &[f32],
+        (c_out, c_in, kernel): (usize, usize, usize),
+        stride: usize,
+        dilation: usize,
+    ) -> Self {
         assert_eq!(w.len(), c_out * c_in * kernel, "tile conv: weight shape");
         // Window order: tap-major, then channel (the time-major input's order).
         let mut windowed = vec![0f32; w.len()];
@@ -62,6 +68,7 @@ impl TileConv {
             c_out,
             kernel,
             stride,
+            dilation,
         }
     }
 
@@ -74,10 +81,14 @@ impl TileConv {
         (self.c_in, self.c_out, self.kernel, self.stride)
     }
 
+    pub(super) fn dilation(&self) -> usize {
+        self.dilation
+    }
+
     /// Whether a call with this geometry fits the weight.
     pub(crate) fn applies(&self, g: &ConvGeom, f: &Fusion) -> bool {
         g.groups == 1
-            && g.dilation == 1
+            && g.dilation == self.dilation
             && g.c_in == self.c_in
             && g.c_out == self.c_out
             && g.kernel == self.kernel
@@ -101,7 +112,7 @@ pub(crate) fn conv1d_tiles(x: &[f32], conv: &TileConv, f: &Fusion, g: &ConvGeom)
         let nt = tile.min(l_out - t0);
         let xb = &x[b * g.c_in * g.l_in..][..g.c_in * g.l_in];
         let first = (t0 * g.stride) as isize - g.padding as isize;
-        let len = (nt - 1) * g.stride + g.kernel;
+        let len = (nt - 1) * g.stride + (g.kernel - 1) * g.dilation + 1;
         let scale = f.in_scale.map(|s| &s[b * g.l_in..][..g.l_in]);
         // An ELU is applied as the tile is split (it maps 0 to 0 and commutes with copied
         // edges); any other activation, or one before a scale, as the samples are copied.
@@ -123,7 +134,7 @@ pub(crate) fn conv1d_tiles(x: &[f32], conv: &TileConv, f: &Fusion, g: &ConvGeom)
         let products = TimeMajor::compute(
             span,
             shape,
-            (nt, g.stride),
+            (nt, g.stride, g.dilation),
             elu,
             &conv.right,
             &mut scratch.a,
@@ -260,7 +271,7 @@ pub(crate) fn conv_transpose1d_tiles(
         let frames_out = TimeMajor::compute(
             span,
             (g.c_in, len),
-            (nq, 1),
+            (nq, 1, 1),
             elu,
             &conv.right,
             &mut scratch.a,
@@ -308,41 +319,52 @@ pub(super) struct TimeMajor<'a> {
     pub width: usize,
 }
 
-/// Plane rows that whole blocks of `steps` windows of `kernel` rows, `stride` apart, read.
-pub(super) fn window_rows(steps: usize, stride: usize, kernel: usize) -> usize {
-    (steps.div_ceil(BLOCK) * BLOCK - 1) * stride + kernel
+/// Plane rows that whole blocks of `steps` windows reaching over `reach` rows, `stride` apart,
+/// read.
+pub(super) fn window_rows(steps: usize, stride: usize, reach: usize) -> usize {
+    (steps.div_ceil(BLOCK) * BLOCK - 1) * stride + reach
 }
 
 impl<'a> TimeMajor<'a> {
-    /// The windows of `steps` output steps, `stride` input steps apart, over `span`
-    /// (channel-major and padded: channel `c`'s `len` samples at `span.0[c * span.1..]`,
-    /// activated by ELU on the way with `elu`), times `right`, into `buf`.
+    /// The windows of `steps` output steps, `stride` input steps apart, their taps `dilation`
+    /// steps apart, over `span` (channel-major and padded: channel `c`'s `len` samples at
+    /// `span.0[c * span.1..]`, activated by ELU on the way with `elu`), times `right`, into
+    /// `buf`.
     pub(super) fn compute(
         span: (&[f32], usize),
         (c_in, len): (usize, usize),
-        (steps, stride): (usize, usize),
+        (steps, stride, dilation): (usize, usize, usize),
         elu: bool,
         right: &AmxRight,
         buf: &'a mut Vec<f32>,
     ) -> Self {
-        let rows = window_rows(steps, stride, right.k() / c_in);
+        let reach = (right.k() / c_in - 1) * dilation + 1;
+        let rows = window_rows(steps, stride, reach);
         let planes = SplitPlanes::take_transposed(span, c_in, len, rows, elu);
-        let products = Self::windows(&planes, steps, stride, right, buf);
+        let products = Self::windows(&planes, (steps, stride, dilation), right, buf);
         planes.release();
         products
     }
 
-    /// The windows of `steps` output steps, `stride` plane rows apart, times `right`, into
-    /// `buf`.
+    /// The windows of `steps` output steps, `stride` plane rows apart, their taps `dilation`
+    /// rows apart, times `right`, into `buf`. Without dilation a window is one run of
+    /// consecutive rows; with it, each tap is a product of its own, added to the others'.
     pub(super) fn windows(
         planes: &SplitPlanes,
-        steps: usize,
-        stride: usize,
+        (steps, stride, dilation): (usize, usize, usize),
         right: &AmxRight,
         buf: &'a mut Vec<f32>,
     ) -> Self {
         let row_blocks = steps.div_ceil(BLOCK);
         let width = right.n().div_ceil(BLOCK) * BLOCK;
+        let all_steps = right.k().div_ceil(KSTEP);
+        // Taps run one product each only when dilated (the steps of a tap are its channels).
+        let taps = if dilation == 1 {
+            1
+        } else {
+            right.k() / planes.width()
+        };
+        let per_tap = all_steps / taps;
         // A tile of rows more than the blocks fill: `store` reads whole tiles of rows from any
         // row (the extra values are read, never written out).
         buf.resize((row_blocks * BLOCK + TILE) * width, 0.0);
@@ -350,8 +372,15 @@ impl<'a> TimeMajor<'a> {
         for cb in 0..width / BLOCK {
             for rb in 0..row_blocks {
                 let out = &mut buf[rb * BLOCK * width + cb * BLOCK..];
-                let first = rb * BLOCK * stride;
-                amx::window_block(planes, first, stride, right, cb, out, width, &tiles);
+                for tap in 0..taps {
+                    let part = WindowPart {
+                        first_row: rb * BLOCK * stride + tap * dilation,
+                        row_step: stride,
+                        steps: tap * per_tap..(tap + 1) * per_tap,
+                        accumulate: tap > 0,
+                    };
+                    amx::window_block(planes, &part, (right, cb), (out, width), &tiles);
+                }
             }
         }
         TimeMajor { values: buf, width }
@@ -462,7 +491,7 @@ mod tests {
             let x = values(2 * c_in * l_in, 2);
             let bias = values(c_out, 3);
             let residual = values(2 * c_out * l_out, 4);
-            let conv = TileConv::new(&w, c_out, c_in, kernel, stride);
+            let conv = TileConv::new(&w, (c_out, c_in, kernel), stride, 1);
             for (pre, with_residual) in [(None, false), (Some(PreAct::Elu), true)] {
                 let f = Fusion {
                     bias: Some(&bias),
@@ -476,6 +505,43 @@ mod tests {
                 let what = format!("{c_in}->{c_out} k{kernel} s{stride}");
                 assert_close(&got, &want, c_in * kernel, &what);
             }
+        }
+    }
+
+    /// Dilated convs (DAC's residual units: 7 taps, dilations 1, 3, 9), each tap a product of
+    /// its own, against the f32 FMA kernels.
+    #[test]
+    fn dilated_tiles_match_the_fma_kernels() {
+        if !amx::available() {
+            eprintln!("AMX not available here: skipped");
+            return;
+        }
+        for (c, dilation, l_in) in [(64, 1, 500), (32, 3, 333), (96, 9, 1000)] {
+            let pad = 3 * dilation;
+            let g = ConvGeom {
+                padding: pad,
+                pad_right: pad,
+                edge: EdgeMode::Reflect,
+                dilation,
+                ..geom(c, c, 7, 1, l_in)
+            };
+            let w = values(c * c * 7, 11);
+            let x = values(2 * c * l_in, 12);
+            let bias = values(c, 13);
+            let conv = TileConv::new(&w, (c, c, 7), 1, dilation);
+            let f = Fusion {
+                bias: Some(&bias),
+                ..Default::default()
+            };
+            assert!(conv.applies(&g, &f));
+            let got = conv1d_tiles(&x, &conv, &f, &g);
+            let want = conv1d_gemm(&x, &w, &f, &g);
+            assert_close(
+                &got,
+                &want,
+                c * 7,
+                &format!("{c} channels, dilation {dilation}"),
+            );
         }
     }
 
@@ -535,7 +601,7 @@ mod tests {
         };
         let w = values(c_out * c_in * kernel, 5);
         let x = values(c_in * l_in, 6);
-        let conv = TileConv::new(&w, c_out, c_in, kernel, stride);
+        let conv = TileConv::new(&w, (c_out, c_in, kernel), stride, 1);
         let f = Fusion::default();
         let whole = conv1d_tiles(&x, &conv, &f, &g);
         let l_out = g.l_out().unwrap();

@@ -26,6 +26,7 @@ impl TileUnit<'_> {
         let (c, hidden, k, s1) = self.conv1.0.shape();
         let pointwise = |conv: &TileConv, from: usize| conv.shape() == (from, c, 1, 1);
         s1 == 1
+            && self.conv1.0.dilation() == 1
             && self.pad.0 + self.pad.1 == k - 1
             && pointwise(self.conv2.0, hidden)
             && self.shortcut.is_none_or(|(s, _)| pointwise(s, c))
@@ -68,8 +69,15 @@ pub(super) fn run(
         fill_span_strided(span, (xb, rs), l, c, 0, (first, len), unit.mode, None, None);
         let span = &scratch.a[..];
         let conv1 = unit.conv1.0.right();
-        let width =
-            TimeMajor::compute((span, len), (c, len), (nt, 1), true, conv1, &mut scratch.b).width;
+        let width = TimeMajor::compute(
+            (span, len),
+            (c, len),
+            (nt, 1, 1),
+            true,
+            conv1,
+            &mut scratch.b,
+        )
+        .width;
         // elu(conv1 + bias), step by step as it lies.
         for row in scratch.b.chunks_exact_mut(width).take(nt) {
             if let Some(b1) = unit.conv1.1 {
@@ -81,12 +89,19 @@ pub(super) fn run(
         }
         let rows = window_rows(nt, 1, 1);
         let planes = SplitPlanes::take_time_major(&scratch.b, width, hidden, nt, rows);
-        let y = TimeMajor::windows(&planes, nt, 1, unit.conv2.0.right(), &mut scratch.c);
+        let y = TimeMajor::windows(&planes, (nt, 1, 1), unit.conv2.0.right(), &mut scratch.c);
         planes.release();
         // Samples t0..t0+nt of the input are columns pad.0.. of the span.
         let own = (&span[unit.pad.0..], len);
         let skip = unit.shortcut.map(|(conv, _)| {
-            TimeMajor::compute(own, (c, nt), (nt, 1), false, conv.right(), &mut scratch.d)
+            TimeMajor::compute(
+                own,
+                (c, nt),
+                (nt, 1, 1),
+                false,
+                conv.right(),
+                &mut scratch.d,
+            )
         });
         let dst = ChannelMajor {
             out: &shared,
