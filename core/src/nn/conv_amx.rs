@@ -4,12 +4,14 @@
 //! `kernel` input steps from `t * stride` by the weight. With the input time-major
 //! (`[time][c_in]`), that window is `kernel * c_in` consecutive values, so the tiles read every
 //! row straight from the input, `stride * c_in` values apart, with no im2col copy. Each time
-//! tile is activated and padded in channel-major order as the other kernels do
-//! (`conv_cpu::fill_span`), then transposed and split into three bf16 planes once; the weight
-//! (`[c_out][kernel][c_in]`, split) is split once at load.
+//! tile is padded in channel-major order as the other kernels do (`conv_cpu::fill_span`;
+//! Snake is applied there, ELU as the tile is split), then transposed and split into three
+//! bf16 planes once; the weight (`[c_out][kernel][c_in]`) is split once at load. A dilated
+//! conv's taps are not adjacent rows: each tap is a product of its own, added to the others'.
+//! A transposed conv is a stride-1 conv over input frames ([`TileConvTranspose`]).
 //!
-//! The products come out time-major and are transposed back, 32 x 32 at a time, as the bias
-//! and residual are added.
+//! The products come out time-major and are transposed back, 16 x 16 at a time in registers,
+//! as the bias and residual are added.
 //!
 //! Every output sample depends only on its own window, summed in one fixed order, so a window
 //! of a long signal gives the same bits as the whole signal.
