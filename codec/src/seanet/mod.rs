@@ -193,8 +193,7 @@ impl Builder<'_> {
     fn conv(&mut self, shape: ConvShape, cfg: &SeanetConfig) -> candle_core::Result<()> {
         let conv = SConv1d::load(self.next(), shape, cfg.padding())?;
         // Without AMX, the wide stride-1 convs (a decoder's first, an encoder's last) by minimal
-        // filtering:
-        // there the direct conv is bound by the FMA units. Measured alone (2 threads, 10 s of
+        // filtering: there the direct conv is bound by the FMA units. Measured alone (2 threads, 10 s of
         // frames): Mimi's 512 -> 1024 7-tap 9.0 -> 6.1 ms, its 1024 -> 512 3-tap 4.1 -> 3.2,
         // EnCodec's 128 -> 512 7-tap 3.4 -> 3.1; EnCodec's 512 -> 128 was slower (4.0 -> 4.2).
         let wide = shape.stride == 1

@@ -256,6 +256,9 @@ impl Conv1d {
     /// [`super::winograd_reach_extension`] (stride-1 convs; a strided conv's tiles of 3 outputs
     /// read up to 2 output frames further).
     pub fn with_winograd(mut self) -> Self {
+        if self.cfg.stride > 1 {
+            self = self.with_tiles();
+        }
         let (c_out, cin_g, kernel) = (
             self.out_channels(),
             self.weight.dims()[1],
@@ -268,34 +271,26 @@ impl Conv1d {
         let Some(w) = cpu.plain() else {
             return self;
         };
-        let transformed =
-            if cfg.stride > 1 && TileConv::fits(cin_g, kernel, cfg.dilation, cfg.groups) {
-                CpuKernel::Tiles(TileConv::new(
-                    w,
-                    (c_out, cin_g, kernel),
-                    cfg.stride,
-                    cfg.dilation,
-                ))
-            } else if cfg.groups == 1
-                && cfg.stride == 1
-                && cin_g > 1
-                && conv_winograd::supported_kernel(kernel)
-            {
-                CpuKernel::Winograd(WinogradWeights::new(w, c_out, cin_g, kernel))
-            } else if StridedWinograd::fits(kernel, cfg.stride, cfg.dilation, cfg.groups)
-                && (STRIDED_WINOGRAD_MIN_OUT_CHANNELS..WINOGRAD_MAX_WIDE_CHANNELS).contains(&c_out)
-            {
-                CpuKernel::Strided(StridedWinograd::new(w, c_out, cin_g, kernel, cfg.stride))
-            } else {
-                return self;
-            };
+        let transformed = if cfg.groups == 1
+            && cfg.stride == 1
+            && cin_g > 1
+            && conv_winograd::supported_kernel(kernel)
+        {
+            CpuKernel::Winograd(WinogradWeights::new(w, c_out, cin_g, kernel))
+        } else if StridedWinograd::fits(kernel, cfg.stride, cfg.dilation, cfg.groups)
+            && (STRIDED_WINOGRAD_MIN_OUT_CHANNELS..WINOGRAD_MAX_WIDE_CHANNELS).contains(&c_out)
+        {
+            CpuKernel::Strided(StridedWinograd::new(w, c_out, cin_g, kernel, cfg.stride))
+        } else {
+            return self;
+        };
         self.cpu = Some(cpu.with_kernel(transformed));
         self
     }
 
     /// Run this conv on AMX tiles (`conv_amx`) where the CPU has them and the conv fits (one
-    /// group, input channels a multiple of 32; a dilated conv runs each tap as a product): as accurate as f32, not the FMA
-    /// kernels' bits. The split weights replace the kernels' plain copy. Strided convs take
+    /// group, input channels a multiple of 32; a dilated conv runs each tap as a product): as
+    /// accurate as f32, not the FMA kernels' bits. The split weights replace the kernels' plain copy. Strided convs take
     /// the tiles in [`Self::with_winograd`]; stride-1 convs only here, as their FMA kernels
     /// fuse with the layers around them where the tiles do not all apply
     /// ([`super::EluResidualUnit`]).

@@ -99,6 +99,16 @@ impl TileConv {
     }
 }
 
+/// Where the input's activation is applied: an ELU as the tile is split (`true`; it maps 0 to 0
+/// and commutes with copied edges), any other, or one before a time scale, as the samples are
+/// copied (returned for `fill_span`).
+fn split_activation(pre: Option<PreAct>, scaled: bool) -> (Option<PreAct>, bool) {
+    match pre {
+        Some(PreAct::Elu) if !scaled => (None, true),
+        other => (other, false),
+    }
+}
+
 /// The conv over `x` (`[batch, c_in, l_in]`), with every fusion but `post`.
 pub(crate) fn conv1d_tiles(x: &[f32], conv: &TileConv, f: &Fusion, g: &ConvGeom) -> Vec<f32> {
     debug_assert!(conv.applies(g, f));
@@ -116,10 +126,7 @@ pub(crate) fn conv1d_tiles(x: &[f32], conv: &TileConv, f: &Fusion, g: &ConvGeom)
         let first = (t0 * g.stride) as isize - g.padding as isize;
         let len = (nt - 1) * g.stride + (g.kernel - 1) * g.dilation + 1;
         let scale = f.in_scale.map(|s| &s[b * g.l_in..][..g.l_in]);
-        // An ELU is applied as the tile is split (it maps 0 to 0 and commutes with copied
-        // edges); any other activation, or one before a scale, as the samples are copied.
-        let elu = matches!(f.pre, Some(PreAct::Elu)) && scale.is_none();
-        let pre = if elu { None } else { f.pre };
+        let (pre, elu) = split_activation(f.pre, scale.is_some());
         fill_span(
             &mut scratch.b,
             xb,
@@ -255,8 +262,7 @@ pub(crate) fn conv_transpose1d_tiles(
         let xb = &x[b * g.c_in * g.l_in..][..g.c_in * g.l_in];
         let first = q0 as isize - (frames - 1) as isize;
         let len = nq + frames - 1;
-        let elu = matches!(pre, Some(PreAct::Elu));
-        let pre = if elu { None } else { pre };
+        let (pre, elu) = split_activation(pre, false);
         let zeros = EdgeMode::Zeros;
         fill_span(
             &mut scratch.b,

@@ -130,14 +130,13 @@ impl EluResidualUnit<'_> {
 
     /// The convs' tile weights, when all of them run on the tiles.
     fn tile_parts(&self) -> Option<TileUnit<'_>> {
-        let tiles = tile_weights;
         let shortcut = match self.shortcut {
             None => None,
-            Some(s) => Some(tiles(s)?),
+            Some(s) => Some(tile_weights(s)?),
         };
         let unit = TileUnit {
-            conv1: tiles(self.conv1)?,
-            conv2: tiles(self.conv2)?,
+            conv1: tile_weights(self.conv1)?,
+            conv2: tile_weights(self.conv2)?,
             shortcut,
             pad: self.pad,
             mode: self.mode,
