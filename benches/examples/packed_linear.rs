@@ -115,6 +115,18 @@ fn main() -> candle_core::Result<()> {
             p.packed.forward_into(x_of(p), frames, y);
         }
     });
+    // Each shape alone, its layers back to back: which projection is slow.
+    let mut by_shape = Vec::new();
+    for &(k, n) in &shapes {
+        let t = best(&mut || {
+            for (p, y) in projs.iter().zip(bufs.iter_mut()) {
+                if (p.k, p.n) == (k, n) {
+                    p.packed.forward_into(x_of(p), frames, y);
+                }
+            }
+        });
+        by_shape.push((k, n, t));
+    }
     // The packed results include the bias: compare them with candle's plus the bias.
     let mut worst = 0f32;
     for (p, (y, c)) in projs.iter().zip(bufs.iter().zip(&candle_out)) {
@@ -140,5 +152,13 @@ fn main() -> candle_core::Result<()> {
         );
     }
     println!("max difference packed vs candle (relative to scale): {worst:.2e}");
+    for (k, n, t) in by_shape {
+        let f = 2.0 * (frames * k * n * layers) as f64;
+        println!(
+            "packed {k:>4} -> {n:<4} {:>7.2} ms  {:>6.1} GFLOP/s",
+            t * 1e3,
+            f / t / 1e9
+        );
+    }
     Ok(())
 }

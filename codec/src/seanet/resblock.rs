@@ -89,31 +89,47 @@ impl ResBlock {
         self.conv2.forward_elu_add(&y, &self.skip(x)?)
     }
 
+    /// `next(elu(block(x)))` in one pass (`EluResidualUnit::forward_then_cpu`), where the block
+    /// and `next` run on AMX tiles; `None` otherwise.
+    pub fn forward_then(&self, x: &Tensor, next: &SConv1d) -> candle_core::Result<Option<Tensor>> {
+        let len = x.dim(2)?;
+        let (Some(unit), Some((conv, pads, mode))) = (self.unit(len), next.fusable(len)) else {
+            return Ok(None);
+        };
+        unit.forward_then_cpu(x, conv, pads, mode)
+    }
+
     /// Stride-1 convs emit their outputs in input order, so the residual path's `m` new samples
     /// pair with the oldest `m` waiting skip samples.
     /// The whole block in one pass over the signal (`EluResidualUnit`), where it applies.
     fn forward_fused(&self, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let len = x.dim(2)?;
+        match self.unit(x.dim(2)?) {
+            Some(unit) => unit.forward_cpu(x),
+            None => Ok(None),
+        }
+    }
+
+    /// The block as one `EluResidualUnit` over `len` samples, unless a conv has a norm.
+    fn unit(&self, len: usize) -> Option<EluResidualUnit<'_>> {
         let (Some((conv1, pad, mode)), Some((conv2, (0, 0), _))) =
             (self.conv1.fusable(len), self.conv2.fusable(len))
         else {
-            return Ok(None);
+            return None;
         };
         let shortcut = match &self.shortcut {
             None => None,
             Some(s) => match s.fusable(len) {
                 Some((conv, (0, 0), _)) => Some(conv),
-                _ => return Ok(None),
+                _ => return None,
             },
         };
-        EluResidualUnit {
+        Some(EluResidualUnit {
             conv1,
             conv2,
             shortcut,
             pad,
             mode,
-        }
-        .forward_cpu(x)
+        })
     }
 
     pub fn step(
