@@ -303,22 +303,9 @@ impl Seanet {
         // An ELU is held back and applied by the conv after it, on that conv's input tiles:
         // one pass over the signal fewer, and no activated copy of it in memory.
         let mut pending_elu = false;
-        let mut layers = self.layers.iter().peekable();
-        while let Some(layer) = layers.next() {
+        for layer in &self.layers {
             let activated = std::mem::take(&mut pending_elu);
             let input = |x: &Tensor| if activated { elu(x) } else { Ok(x.clone()) };
-            // An encoder's residual block, ELU and strided conv in one pass where they run on
-            // AMX tiles: the block's output never leaves the cache.
-            if let Layer::Res(block) = layer {
-                let mut after = layers.clone();
-                if let (Some(Layer::Elu), Some(Layer::Conv(next))) = (after.next(), after.next())
-                    && let Some(y) = block.forward_then(&input(&x)?, next)?
-                {
-                    x = y;
-                    layers = after;
-                    continue;
-                }
-            }
             x = match layer {
                 Layer::Elu => {
                     x = input(&x)?;

@@ -89,16 +89,6 @@ impl ResBlock {
         self.conv2.forward_elu_add(&y, &self.skip(x)?)
     }
 
-    /// `next(elu(block(x)))` in one pass (`EluResidualUnit::forward_then_cpu`), where the block
-    /// and `next` run on AMX tiles; `None` otherwise.
-    pub fn forward_then(&self, x: &Tensor, next: &SConv1d) -> candle_core::Result<Option<Tensor>> {
-        let len = x.dim(2)?;
-        let (Some(unit), Some((conv, pads, mode))) = (self.unit(len), next.fusable(len)) else {
-            return Ok(None);
-        };
-        unit.forward_then_cpu(x, conv, pads, mode)
-    }
-
     /// Stride-1 convs emit their outputs in input order, so the residual path's `m` new samples
     /// pair with the oldest `m` waiting skip samples.
     /// The whole block in one pass over the signal (`EluResidualUnit`), where it applies.

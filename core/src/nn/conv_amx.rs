@@ -171,18 +171,24 @@ pub(super) unsafe fn tile_into(
     let l_out = g.l_out().expect("checked by the caller");
     let len = (nt - 1) * g.stride + (g.kernel - 1) * g.dilation + 1;
     let (pre, elu) = split_activation(f.pre, window.scale.is_some());
-    fill_span(
-        &mut scratch.b,
-        window.x,
-        window.l_in,
-        g.c_in,
-        0,
-        (window.first, len),
-        g.edge,
-        pre,
-        window.scale,
-    );
-    let span = (&scratch.b[..], len);
+    let inside = window.first >= 0 && window.first as usize + len <= window.l_in;
+    // Inside the signal with nothing to apply on the way, the split reads the samples in place.
+    let span = if inside && pre.is_none() && window.scale.is_none() {
+        (&window.x[window.first as usize..], window.l_in)
+    } else {
+        fill_span(
+            &mut scratch.b,
+            window.x,
+            window.l_in,
+            g.c_in,
+            0,
+            (window.first, len),
+            g.edge,
+            pre,
+            window.scale,
+        );
+        (&scratch.b[..], len)
+    };
     let shape = (g.c_in, len);
     let products = TimeMajor::compute(
         span,

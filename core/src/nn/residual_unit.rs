@@ -12,7 +12,7 @@ use candle_core::Tensor;
 
 use super::conv::{Conv1d, CpuKernel, EdgeMode};
 use super::conv_amx::TileConv;
-use super::conv_cpu::{ConvGeom, Fusion, PreAct, fill_span_strided, run_jobs};
+use super::conv_cpu::{PreAct, fill_span_strided, run_jobs};
 use super::conv_direct::{self, DirectTile};
 use super::elu::elu_in_place;
 use super::gemm::{MatRef, SharedOut, assume_init, uninit_buffer};
@@ -70,64 +70,6 @@ impl EluResidualUnit<'_> {
             Kernels::Tiles(unit) => residual_unit_amx::run((xs, row_stride), b, c, l, unit),
         };
         Ok(Some(Tensor::from_vec(out, (b, c, l), x.device())?))
-    }
-
-    /// `next(elu(unit(x)))` in one pass, `next` padded by `pads` with `edge` (its own padding
-    /// 0), where the unit and `next` all run on AMX tiles: the unit's output then exists only
-    /// tile by tile, in cache, in front of `next` (a SEANet encoder's residual unit and the
-    /// strided conv after it). The same bits as [`Self::forward_cpu`] then `next`'s
-    /// `forward_edge_padded` with an ELU. `None` when it does not apply; the caller then runs
-    /// the two steps.
-    pub fn forward_then_cpu(
-        &self,
-        x: &Tensor,
-        next: &Conv1d,
-        pads: (usize, usize),
-        edge: EdgeMode,
-    ) -> candle_core::Result<Option<Tensor>> {
-        let Some(Kernels::Tiles(unit)) = self.cpu_parts(x)? else {
-            return Ok(None);
-        };
-        let Some((tiles, bias)) = tile_weights(next) else {
-            return Ok(None);
-        };
-        let (b, c, l) = x.dims3()?;
-        let g = ConvGeom {
-            padding: pads.0,
-            pad_right: pads.1,
-            edge,
-            ..next.geom(b, l)
-        };
-        let f = Fusion {
-            bias,
-            pre: Some(PreAct::Elu),
-            ..Default::default()
-        };
-        let reflect_fits = edge != EdgeMode::Reflect || pads.0.max(pads.1) < l;
-        if b * c == 0 || next.cfg.padding != 0 || g.c_in != c || !reflect_fits {
-            return Ok(None);
-        }
-        let Some(l_out) = g.l_out() else {
-            return Ok(None);
-        };
-        if !tiles.applies(&g, &f) {
-            return Ok(None);
-        }
-        let x = x.contiguous()?;
-        let (storage, layout) = x.storage_and_layout();
-        let candle_core::Storage::Cpu(cpu) = &*storage else {
-            return Ok(None);
-        };
-        let start = layout.start_offset();
-        let Some(xs) = cpu.as_slice::<f32>()?.get(start..start + b * c * l) else {
-            return Ok(None);
-        };
-        let out = residual_unit_amx::run_then_conv((xs, l), b, l, &unit, (tiles, &f, &g));
-        Ok(Some(Tensor::from_vec(
-            out,
-            (b, g.c_out, l_out),
-            x.device(),
-        )?))
     }
 
     fn cpu_parts(&self, x: &Tensor) -> candle_core::Result<Option<Kernels<'_>>> {
@@ -447,7 +389,7 @@ mod tests {
     use candle_core::{Device, IndexOp, Tensor};
 
     use super::*;
-    use crate::nn::{Conv1dConfig, InputActivation};
+    use crate::nn::Conv1dConfig;
 
     /// The unit from candle's own ops: pad, ELU, conv1d, ELU, conv1d, plus the shortcut.
     fn composed(x: &Tensor, u: &EluResidualUnit) -> Tensor {
@@ -617,79 +559,6 @@ mod tests {
                         .unwrap()
                         .unwrap();
                     assert!(bits(got) == bits(want), "c {c}: the trimmed view differs");
-                }
-            }
-        }
-    }
-
-    /// A unit and the ELU + strided conv after it in one pass give the bits of the two steps,
-    /// whatever the edges, over several time tiles and over signals shorter than one.
-    #[test]
-    fn unit_then_strided_conv_gives_the_two_steps_bits() {
-        if !crate::nn::amx::available() {
-            eprintln!("AMX not available here: skipped");
-            return;
-        }
-        let dev = Device::Cpu;
-        let w = |shape: (usize, usize, usize)| Tensor::randn(0f32, 0.2, shape, &dev).unwrap();
-        let b = |n: usize| Some(Tensor::randn(0f32, 0.1, n, &dev).unwrap());
-        let bits = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let c = 64;
-        let cfg = Conv1dConfig::default();
-        let conv1 = Conv1d::new(w((c / 2, c, 3)), b(c / 2), cfg)
-            .unwrap()
-            .with_tiles();
-        let conv2 = Conv1d::new(w((c, c / 2, 1)), b(c), cfg)
-            .unwrap()
-            .with_tiles();
-        let short = Conv1d::new(w((c, c, 1)), b(c), cfg).unwrap().with_tiles();
-        for stride in [4, 5] {
-            let kernel = 2 * stride;
-            let next_cfg = Conv1dConfig {
-                stride,
-                ..Default::default()
-            };
-            let next = Conv1d::new(w((2 * c, c, kernel)), b(2 * c), next_cfg)
-                .unwrap()
-                .with_tiles();
-            assert!(next.runs_on_tiles());
-            for l in [7001, 1001, 9] {
-                let x = Tensor::randn(0f32, 1., (2, c, l), &dev).unwrap();
-                let extra = l.div_ceil(stride) * stride - l;
-                let total = kernel - stride;
-                let cases = [
-                    (EdgeMode::Zeros, (total, extra)),
-                    (EdgeMode::Reflect, (total - total / 2, total / 2 + extra)),
-                    (EdgeMode::Replicate, (total - total / 2, total / 2 + extra)),
-                ];
-                for (edge, pads) in cases {
-                    if edge == EdgeMode::Reflect && pads.0.max(pads.1) >= l {
-                        continue;
-                    }
-                    for shortcut in [None, Some(&short)] {
-                        let unit = EluResidualUnit {
-                            conv1: &conv1,
-                            conv2: &conv2,
-                            shortcut,
-                            pad: (1, 1),
-                            mode: edge,
-                        };
-                        let got = unit
-                            .forward_then_cpu(&x, &next, pads, edge)
-                            .unwrap()
-                            .expect("unit and conv on the tiles");
-                        let y = unit.forward_cpu(&x).unwrap().unwrap();
-                        let want = next
-                            .forward_edge_padded(&y, Some(InputActivation::Elu), pads, edge, None)
-                            .unwrap()
-                            .unwrap();
-                        assert_eq!(got.dims(), want.dims());
-                        assert!(
-                            bits(got) == bits(want),
-                            "stride {stride}, {l} samples, {edge:?}, shortcut {}",
-                            shortcut.is_some()
-                        );
-                    }
                 }
             }
         }

@@ -5,8 +5,8 @@
 
 use super::amx::SplitPlanes;
 use super::conv::EdgeMode;
-use super::conv_amx::{self, ChannelMajor, TileConv, TimeMajor, Window, tile_steps, window_rows};
-use super::conv_cpu::{ConvGeom, Fusion, Scratch, fill_span_strided, run_jobs};
+use super::conv_amx::{ChannelMajor, TileConv, TimeMajor, tile_steps, window_rows};
+use super::conv_cpu::{Scratch, fill_span_strided, run_jobs};
 use super::elu::elu_in_place;
 use super::gemm::{SharedOut, assume_init, uninit_buffer};
 
@@ -66,98 +66,6 @@ pub(super) fn run(
     });
     // SAFETY: the jobs cover every (batch, tile) and write every channel of their samples.
     unsafe { assume_init(out) }
-}
-
-/// The unit's output, activated by ELU, through `next` (stride `s`), over `x` as in [`run`]:
-/// each time tile of `next`'s output computes the unit's samples it reads, channel-major, in a
-/// buffer that stays in L2, and `next` reads them from there. The unit's output never goes to
-/// memory (at 64 channels over 10 s of 24 kHz audio that is 61 MB written and read back).
-/// Returns `[batch, c_out, l_out]`, the same bits as [`run`] then `conv1d_tiles`.
-pub(super) fn run_then_conv(
-    (x, rs): (&[f32], usize),
-    batch: usize,
-    l: usize,
-    unit: &TileUnit,
-    (next, f, g): (&TileConv, &Fusion, &ConvGeom),
-) -> Vec<f32> {
-    let c = g.c_in;
-    let l_out = g.l_out().expect("checked by the caller");
-    let weights = unit.conv1.0.right().bytes() + unit.conv2.0.right().bytes();
-    let tile = tile_steps(g.stride * c, l_out, weights + next.right().bytes());
-    let n_tiles = l_out.div_ceil(tile);
-    let mut out = uninit_buffer(batch * g.c_out * l_out);
-    let shared = SharedOut::new_uninit(&mut out);
-    let (_, hidden, kernel, _) = unit.conv1.0.shape();
-    let work = ((c * hidden * (kernel + 1) + c * c) * g.stride + g.c_out * c * g.kernel) * tile;
-    let bias = unit.output_bias();
-    run_jobs(batch * n_tiles, work, |job, scratch, _| {
-        let b = job / n_tiles;
-        let t0 = (job % n_tiles) * tile;
-        let nt = tile.min(l_out - t0);
-        // The unit's samples `next` reads for these steps, with the sources of its copied
-        // edges (in `0..l`, where `g.edge` needs them).
-        let first = (t0 * g.stride) as isize - g.padding as isize;
-        let len = (nt - 1) * g.stride + (g.kernel - 1) * g.dilation + 1;
-        let (lo, hi) = unit_samples(first, len, l, g.edge);
-        let n = hi - lo;
-        let mut z = std::mem::take(&mut scratch.e);
-        z.resize(c * n, 0.0);
-        let dst = ChannelMajor {
-            out: &SharedOut::new(&mut z),
-            first: 0,
-            len: n,
-            bias: Some(&bias),
-            residual: None,
-        };
-        // SAFETY: `z` is this job's own.
-        unsafe { unit.tile(scratch, (&x[b * c * rs..], rs), l, (lo, n), &dst) };
-        // The samples `lo..hi` are the whole signal's edges where they reach them, so `next`
-        // pads this window as it would pad the whole signal.
-        let window = Window {
-            x: &z,
-            l_in: n,
-            first: first - lo as isize,
-            scale: None,
-        };
-        let out_first = b * g.c_out * l_out;
-        // SAFETY: job (b, tile) alone writes steps t0..t0+nt of batch b's rows.
-        unsafe { conv_amx::tile_into(scratch, window, (next, f, g), (t0, nt), out_first, &shared) };
-        scratch.e = z;
-    });
-    // SAFETY: the jobs cover every (batch, tile) and write every channel of their steps.
-    unsafe { assume_init(out) }
-}
-
-/// The samples `lo..hi` of a signal of `l` that a conv reading samples `first..first + len`
-/// (padded past `0..l` by `edge`) needs: those in range, and the ones its copied edges copy.
-fn unit_samples(first: isize, len: usize, l: usize, edge: EdgeMode) -> (usize, usize) {
-    let li = l as isize;
-    let end = first + len as isize;
-    let mut lo = first.clamp(0, li);
-    let mut hi = end.clamp(0, li);
-    match edge {
-        EdgeMode::Zeros => {}
-        EdgeMode::Replicate => {
-            if first < 0 {
-                lo = 0;
-                hi = hi.max(1);
-            }
-            if end > li {
-                lo = lo.min(li - 1);
-                hi = li;
-            }
-        }
-        EdgeMode::Reflect => {
-            // Sample -i copies sample i, sample l - 1 + i copies l - 1 - i.
-            if first < 0 {
-                hi = hi.max(1 - first).min(li);
-            }
-            if end > li {
-                lo = lo.min(2 * li - 1 - end).max(0);
-            }
-        }
-    }
-    (lo as usize, hi.max(lo) as usize)
 }
 
 impl TileUnit<'_> {
@@ -237,28 +145,5 @@ impl TileUnit<'_> {
         };
         // SAFETY: the caller's contract.
         unsafe { y.store(0..nt, c, skip.as_ref(), &dst) };
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A window that reaches past an edge takes the samples its copied edge copies, even where
-    /// the window itself ends (or starts) before them.
-    #[test]
-    fn unit_samples_cover_the_copied_edges() {
-        // Samples -3..1 of 100: in range 0..1; reflected -3..-1 copy 1..=3.
-        assert_eq!(unit_samples(-3, 4, 100, EdgeMode::Zeros), (0, 1));
-        assert_eq!(unit_samples(-3, 4, 100, EdgeMode::Reflect), (0, 4));
-        assert_eq!(unit_samples(-3, 2, 100, EdgeMode::Replicate), (0, 1));
-        // Samples 99..103 of 100: 100..102 reflect 98..96.
-        assert_eq!(unit_samples(99, 4, 100, EdgeMode::Zeros), (99, 100));
-        assert_eq!(unit_samples(99, 4, 100, EdgeMode::Reflect), (96, 100));
-        assert_eq!(unit_samples(100, 3, 100, EdgeMode::Replicate), (99, 100));
-        // Inside: nothing added.
-        for edge in [EdgeMode::Zeros, EdgeMode::Reflect, EdgeMode::Replicate] {
-            assert_eq!(unit_samples(10, 20, 100, edge), (10, 30));
-        }
     }
 }
