@@ -2,7 +2,7 @@
 
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
-use tessera_core::nn::{Conv1d, Conv1dConfig, Snake1d, same_padding};
+use tessera_core::nn::{Conv1d, Conv1dConfig, Snake1d, SnakeResidualUnit, same_padding};
 
 /// Kernel of the dilated conv in every residual unit.
 pub(crate) const UNIT_KERNEL: usize = 7;
@@ -64,6 +64,16 @@ impl ResidualUnit {
     /// As [`Module::forward`] for a window whose first sample is sample `origin` of the whole
     /// signal (where a minimal-filtering conv anchors its tiles).
     pub fn forward_at(&self, x: &Tensor, origin: usize) -> candle_core::Result<Tensor> {
+        // Both convs on AMX tiles: the unit in one pass, conv1's output never in memory.
+        let fused = SnakeResidualUnit {
+            snake1: &self.snake1,
+            conv1: &self.conv1,
+            snake2: &self.snake2,
+            conv2: &self.conv2,
+        };
+        if let Some(y) = fused.forward_cpu(x)? {
+            return Ok(y);
+        }
         let y = self
             .conv1
             .forward_fused_at(x, Some(&self.snake1), None, None, origin)?;

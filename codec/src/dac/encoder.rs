@@ -31,7 +31,9 @@ impl EncoderBlock {
         Ok(EncoderBlock {
             units: ResidualUnit::load_three(&vb, in_dim, true)?,
             snake: Snake1d::load(vb.pp("snake1"), in_dim)?,
-            down: Conv1d::load(vb.pp("conv1"), in_dim, 2 * in_dim, shape.kernel, down, true)?,
+            // On AMX tiles where the CPU has them (else the plain gemm path).
+            down: Conv1d::load(vb.pp("conv1"), in_dim, 2 * in_dim, shape.kernel, down, true)?
+                .with_tiles(),
         })
     }
 
@@ -74,7 +76,7 @@ impl Encoder {
             blocks,
             ratios: cfg.downsampling_ratios.clone(),
             snake: Snake1d::load(vb.pp("snake1"), d)?,
-            conv2: Conv1d::load(vb.pp("conv2"), d, cfg.hidden_size, 3, same3, true)?,
+            conv2: Conv1d::load(vb.pp("conv2"), d, cfg.hidden_size, 3, same3, true)?.with_tiles(),
         })
     }
 

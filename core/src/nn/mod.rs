@@ -20,6 +20,7 @@ mod residual_unit_amx;
 mod rng;
 mod snake;
 mod snake_cpu;
+mod snake_residual_unit;
 
 pub use conv::{
     Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig, EdgeMode, causal_padding,
@@ -34,6 +35,7 @@ pub use packed_linear::PackedLinear;
 pub use residual_unit::EluResidualUnit;
 pub use rng::NormalRng;
 pub use snake::Snake1d;
+pub use snake_residual_unit::SnakeResidualUnit;
 
 /// Deterministic values in [-1, 1] for the kernels' tests.
 #[cfg(test)]

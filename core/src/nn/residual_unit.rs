@@ -16,7 +16,7 @@ use super::conv_cpu::{PreAct, fill_span_strided, run_jobs};
 use super::conv_direct::{self, DirectTile};
 use super::elu::elu_in_place;
 use super::gemm::{MatRef, SharedOut, assume_init, uninit_buffer};
-use super::residual_unit_amx::{self, TileUnit};
+use super::residual_unit_amx::{self, TileUnit, UnitActivation};
 
 /// The unit's layers and `conv1`'s padding (the convs themselves have padding 0).
 #[derive(Clone, Copy, Debug)]
@@ -140,6 +140,7 @@ impl EluResidualUnit<'_> {
             shortcut,
             pad: self.pad,
             mode: self.mode,
+            activation: UnitActivation::Elu,
         };
         unit.fits().then_some(unit)
     }

@@ -1,14 +1,26 @@
-//! SEANet's residual unit (`residual_unit`) on AMX tiles (`conv_amx`), in one pass over the
-//! signal: each time tile splits its activated input once, runs `conv1` into a time-major
-//! hidden block, activates and splits that block as it lies (no transpose), runs `conv2` (and
-//! the shortcut conv over the raw input), and writes the sum, transposed, into the output.
+//! A residual unit `shortcut(x) + conv2(act2(conv1(act1(x))))` on AMX tiles (`conv_amx`), in
+//! one pass over the signal: SEANet's (`residual_unit`, ELU) and DAC's (`snake_residual_unit`,
+//! Snake, `conv1` dilated). Each time tile splits its activated input once, runs `conv1` into a
+//! time-major hidden block, activates and splits that block as it lies (no transpose), runs
+//! `conv2` (and the shortcut conv over the raw input), and writes the sum, transposed, into the
+//! output.
 
 use super::amx::SplitPlanes;
 use super::conv::EdgeMode;
 use super::conv_amx::{ChannelMajor, TileConv, TimeMajor, tile_steps, window_rows};
-use super::conv_cpu::{Scratch, fill_span_strided, run_jobs};
+use super::conv_cpu::{PreAct, Scratch, fill_span_strided, run_jobs};
 use super::elu::elu_in_place;
 use super::gemm::{SharedOut, assume_init, uninit_buffer};
+use super::snake_cpu::{SnakeParams, snake_channels_in_place};
+
+/// The unit's two activations.
+#[derive(Clone, Copy)]
+pub(super) enum UnitActivation<'a> {
+    /// ELU before each conv (SEANet).
+    Elu,
+    /// Snake before `conv1` (over `x`'s channels) and before `conv2` (over the hidden ones).
+    Snake(SnakeParams<'a>, SnakeParams<'a>),
+}
 
 /// A unit whose convs all run on the tiles: `(weights, bias)` of each.
 pub(super) struct TileUnit<'a> {
@@ -17,17 +29,29 @@ pub(super) struct TileUnit<'a> {
     pub shortcut: Option<(&'a TileConv, Option<&'a [f32]>)>,
     pub pad: (usize, usize),
     pub mode: EdgeMode,
+    pub activation: UnitActivation<'a>,
 }
 
 impl TileUnit<'_> {
     /// `conv1` stride 1 over `c` channels into `hidden`, `conv2` and the shortcut pointwise
-    /// back to `c`, the padding `conv1`'s reach.
+    /// back to `c`, the padding `conv1`'s reach, Snake parameters for every channel.
     pub fn fits(&self) -> bool {
         let (c, hidden, k, s1) = self.conv1.0.shape();
         let pointwise = |conv: &TileConv, from: usize| conv.shape() == (from, c, 1, 1);
+        let snake_fits = match self.activation {
+            UnitActivation::Elu => true,
+            // The shortcut would read activated samples.
+            UnitActivation::Snake(a, b) => {
+                self.shortcut.is_none()
+                    && a.alpha.len() == c
+                    && a.inv.len() == c
+                    && b.alpha.len() == hidden
+                    && b.inv.len() == hidden
+            }
+        };
         s1 == 1
-            && self.conv1.0.dilation() == 1
-            && self.pad.0 + self.pad.1 == k - 1
+            && snake_fits
+            && self.pad.0 + self.pad.1 == (k - 1) * self.conv1.0.dilation()
             && pointwise(self.conv2.0, hidden)
             && self.shortcut.is_none_or(|(s, _)| pointwise(s, c))
     }
@@ -94,31 +118,42 @@ impl TileUnit<'_> {
         dst: &ChannelMajor,
     ) {
         let (c, hidden, kernel, _) = self.conv1.0.shape();
-        let len = nt + kernel - 1;
+        let dilation = self.conv1.0.dilation();
+        let len = nt + (kernel - 1) * dilation;
         let first = t0 as isize - self.pad.0 as isize;
-        // The raw input with conv1's halo: ELU is applied as it is split for conv1, and the
-        // shortcut and the residual read the raw samples here instead of from memory again.
+        // The input with conv1's halo. ELU is applied as it is split for conv1, so the shortcut
+        // and the residual read the raw samples here instead of from memory again; Snake as
+        // it is copied (the residual then reads `x`).
+        let (pre, elu) = match self.activation {
+            UnitActivation::Elu => (None, true),
+            UnitActivation::Snake(s1, _) => (Some(PreAct::Snake(s1)), false),
+        };
         let span = &mut scratch.a;
-        fill_span_strided(span, (xb, rs), l, c, 0, (first, len), self.mode, None, None);
+        fill_span_strided(span, (xb, rs), l, c, 0, (first, len), self.mode, pre, None);
         let span = &scratch.a[..];
         let conv1 = self.conv1.0.right();
         let width = TimeMajor::compute(
             (span, len),
             (c, len),
-            (nt, 1, 1),
-            true,
+            (nt, 1, dilation),
+            elu,
             conv1,
             &mut scratch.b,
         )
         .width;
-        // elu(conv1 + bias), step by step as it lies.
+        // act2(conv1 + bias), step by step as it lies.
         for row in scratch.b.chunks_exact_mut(width).take(nt) {
             if let Some(b1) = self.conv1.1 {
                 for (v, &b) in row.iter_mut().zip(b1) {
                     *v += b;
                 }
             }
-            elu_in_place(&mut row[..hidden]);
+            match self.activation {
+                UnitActivation::Elu => elu_in_place(&mut row[..hidden]),
+                UnitActivation::Snake(_, s2) => {
+                    snake_channels_in_place(&mut row[..hidden], s2.alpha, s2.inv)
+                }
+            }
         }
         let rows = window_rows(nt, 1, 1);
         let planes = SplitPlanes::take_time_major(&scratch.b, width, hidden, nt, rows);
@@ -137,9 +172,10 @@ impl TileUnit<'_> {
             )
         });
         let dst = ChannelMajor {
-            residual: match self.shortcut {
-                Some(_) => None,
-                None => Some((span, self.pad.0, len)),
+            residual: match (self.shortcut, self.activation) {
+                (Some(_), _) => None,
+                (None, UnitActivation::Elu) => Some((span, self.pad.0, len)),
+                (None, UnitActivation::Snake(..)) => Some((xb, t0, rs)),
             },
             ..*dst
         };

@@ -164,27 +164,86 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub(super) fn snake_in_place(buf: &mut [f32], alpha: f32, inv: f32) {
         let (va, vinv) = (_mm512_set1_ps(alpha), _mm512_set1_ps(inv));
-        let limit = _mm512_set1_ps(FAST_RANGE);
         let n = buf.len();
         let mut i = 0;
         while i < n {
             let lanes = (n - i).min(16);
-            let mask: __mmask16 = if lanes == 16 { !0 } else { (1u16 << lanes) - 1 };
-            // SAFETY: the mask limits the access to buf[i..i + lanes].
-            let v = unsafe { _mm512_maskz_loadu_ps(mask, buf.as_ptr().add(i)) };
-            let a = _mm512_mul_ps(va, v);
-            // Not (|a| <= limit): huge or NaN.
-            let near = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(_mm512_abs_ps(a), limit);
-            if near & mask != mask {
-                snake_scalar(&mut buf[i..i + lanes], alpha, inv);
-            } else {
-                // Same order as the reference: x + inv * sin^2 (no fused multiply-add here).
-                let y = _mm512_add_ps(v, _mm512_mul_ps(vinv, sin_sq(a)));
-                // SAFETY: as for the load.
-                unsafe { _mm512_mask_storeu_ps(buf.as_mut_ptr().add(i), mask, y) };
-            }
+            snake16(&mut buf[i..i + lanes], (va, vinv), |_| (alpha, inv));
             i += lanes;
         }
+    }
+
+    /// [`snake_in_place`] along a time step's channels: element `c` with `alpha[c]`,
+    /// `inv[c]`, the same bits as channel `c`'s samples get there.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn snake_channels_in_place(buf: &mut [f32], alpha: &[f32], inv: &[f32]) {
+        let n = buf.len();
+        assert!(
+            alpha.len() >= n && inv.len() >= n,
+            "snake: parameters per channel"
+        );
+        let mut i = 0;
+        while i < n {
+            let lanes = (n - i).min(16);
+            let mask: __mmask16 = if lanes == 16 { !0 } else { (1u16 << lanes) - 1 };
+            // SAFETY: the mask limits the accesses to [i..i + lanes], inside both (asserted).
+            let params = unsafe {
+                (
+                    _mm512_maskz_loadu_ps(mask, alpha.as_ptr().add(i)),
+                    _mm512_maskz_loadu_ps(mask, inv.as_ptr().add(i)),
+                )
+            };
+            snake16(&mut buf[i..i + lanes], params, |j| {
+                (alpha[i + j], inv[i + j])
+            });
+            i += lanes;
+        }
+    }
+
+    /// Up to 16 values with their lanes' parameters (`scalar(j)` for lane `j`). A lane whose
+    /// |alpha * x| is beyond the fast range (or NaN) goes through libm alone, so that every
+    /// value's bits depend only on its own value and parameters, not on its neighbours.
+    #[target_feature(enable = "avx512f")]
+    fn snake16(
+        buf: &mut [f32],
+        (va, vinv): (__m512, __m512),
+        scalar: impl Fn(usize) -> (f32, f32),
+    ) {
+        let lanes = buf.len();
+        let mask: __mmask16 = if lanes == 16 { !0 } else { (1u16 << lanes) - 1 };
+        // SAFETY: the mask limits the access to buf[..lanes].
+        let v = unsafe { _mm512_maskz_loadu_ps(mask, buf.as_ptr()) };
+        let a = _mm512_mul_ps(va, v);
+        // Not (|a| <= limit): huge or NaN.
+        let near = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(_mm512_abs_ps(a), _mm512_set1_ps(FAST_RANGE));
+        // Same order as the reference: x + inv * sin^2 (no fused multiply-add here).
+        let y = _mm512_add_ps(v, _mm512_mul_ps(vinv, sin_sq(a)));
+        // SAFETY: as for the load.
+        unsafe { _mm512_mask_storeu_ps(buf.as_mut_ptr(), mask & near, y) };
+        let far = mask & !near;
+        if far != 0 {
+            for (j, x) in buf.iter_mut().enumerate() {
+                if far & (1 << j) != 0 {
+                    let (alpha, inv) = scalar(j);
+                    snake_scalar(std::slice::from_mut(x), alpha, inv);
+                }
+            }
+        }
+    }
+}
+
+/// `buf[c] = snake(buf[c])` with channel `c`'s parameters: one time step of a time-major
+/// signal, the same bits as [`snake_in_place`] gives channel `c`'s samples on AVX-512 (the only
+/// CPUs that run time-major signals, those with AMX).
+pub(crate) fn snake_channels_in_place(buf: &mut [f32], alpha: &[f32], inv: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        unsafe { avx512::snake_channels_in_place(buf, alpha, inv) };
+        return;
+    }
+    for ((v, &a), &i) in buf.iter_mut().zip(alpha).zip(inv) {
+        snake_scalar(std::slice::from_mut(v), a, i);
     }
 }
 
@@ -242,5 +301,37 @@ mod tests {
         let mut o = vec![0f32; 9];
         snake_row(&mut o, &[f32::NAN; 9], 1.0, 1.0);
         assert!(o.iter().all(|v| v.is_nan()));
+    }
+
+    /// Along channels, each value gets the bits its channel's row gets, a huge value among
+    /// ordinary ones included.
+    #[test]
+    fn channels_give_the_rows_bits() {
+        let (steps, channels) = (37, 45);
+        let alpha: Vec<f32> = (0..channels).map(|c| 0.2 + 0.13 * c as f32).collect();
+        let inv: Vec<f32> = alpha.iter().map(|a| 1.0 / (a + 1e-9)).collect();
+        let mut x: Vec<f32> = (0..steps * channels)
+            .map(|i| ((i as f32) * 0.61).sin() * 3.0)
+            .collect();
+        x[5 * channels + 7] = 1e6;
+        x[9 * channels + 40] = f32::NAN;
+        let mut rows = vec![0f32; steps * channels];
+        for c in 0..channels {
+            let mut row: Vec<f32> = (0..steps).map(|t| x[t * channels + c]).collect();
+            snake_in_place(&mut row, alpha[c], inv[c]);
+            for t in 0..steps {
+                rows[t * channels + c] = row[t];
+            }
+        }
+        let mut steps_major = x.clone();
+        for step in steps_major.chunks_mut(channels) {
+            snake_channels_in_place(step, &alpha, &inv);
+        }
+        for (a, b) in rows.iter().zip(&steps_major) {
+            assert!(
+                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                "{a} vs {b}"
+            );
+        }
     }
 }
