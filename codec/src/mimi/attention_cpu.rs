@@ -11,6 +11,9 @@ use rayon::prelude::*;
 use tessera_core::nn::exp;
 use tessera_core::nn::{MatRef, matmul_into};
 
+/// Queries per block of a head's products.
+const QUERY_BLOCK: usize = 64;
+
 /// The shapes of one attention call.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Heads {
@@ -124,40 +127,53 @@ pub(crate) fn attend(
             }
             let at = (b * s.kv_heads + g) * total * hd;
             let (keys, values) = (&kv.keys[at..][..total * hd], &kv.values[at..][..total * hd]);
-            let mut scores = vec![0f32; n * total];
-            matmul_into(
-                &mut scores,
-                total,
-                n,
-                total,
-                hd,
-                MatRef::new(&q, hd, 1),
-                MatRef::new(keys, 1, hd),
-                false,
-                1,
-            );
-            for (i, row) in scores.chunks_exact_mut(total).enumerate() {
-                let (lo, hi) = visible(i);
-                row[..lo].fill(0.0);
-                row[hi..].fill(0.0);
-                let seen = &mut row[lo..hi];
-                if seen.is_empty() {
+            let mut out = vec![0f32; n * hd];
+            let mut scores = Vec::new();
+            // Queries in blocks, each against the keys some of its queries see: a causal
+            // window leaves the keys after a block's last query out of its products (a whole
+            // 250-frame window: 3/8 of them with blocks of 64).
+            for r0 in (0..n).step_by(QUERY_BLOCK) {
+                let rows = QUERY_BLOCK.min(n - r0);
+                let spans: Vec<(usize, usize)> = (r0..r0 + rows).map(visible).collect();
+                let k0 = spans.iter().map(|v| v.0).min().unwrap_or(0);
+                let k1 = spans.iter().map(|v| v.1).max().unwrap_or(0).max(k0);
+                let keys_seen = k1 - k0;
+                if keys_seen == 0 {
                     continue;
                 }
-                exp::softmax_in_place(seen, scale);
+                scores.clear();
+                scores.resize(rows * keys_seen, 0f32);
+                matmul_into(
+                    &mut scores,
+                    keys_seen,
+                    rows,
+                    keys_seen,
+                    hd,
+                    MatRef::new(&q[r0 * hd..], hd, 1),
+                    MatRef::new(&keys[k0 * hd..], 1, hd),
+                    false,
+                    1,
+                );
+                for (row, &(lo, hi)) in scores.chunks_exact_mut(keys_seen).zip(&spans) {
+                    let (lo, hi) = (lo.clamp(k0, k1) - k0, hi.clamp(k0, k1) - k0);
+                    row[..lo].fill(0.0);
+                    row[hi.max(lo)..].fill(0.0);
+                    if hi > lo {
+                        exp::softmax_in_place(&mut row[lo..hi], scale);
+                    }
+                }
+                matmul_into(
+                    &mut out[r0 * hd..],
+                    hd,
+                    rows,
+                    hd,
+                    keys_seen,
+                    MatRef::new(&scores, keys_seen, 1),
+                    MatRef::new(&values[k0 * hd..], hd, 1),
+                    false,
+                    1,
+                );
             }
-            let mut out = vec![0f32; n * hd];
-            matmul_into(
-                &mut out,
-                hd,
-                n,
-                hd,
-                total,
-                MatRef::new(&scores, total, 1),
-                MatRef::new(values, hd, 1),
-                false,
-                1,
-            );
             out
         })
         .collect();
