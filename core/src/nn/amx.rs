@@ -271,9 +271,12 @@ struct Output {
 }
 
 /// `out = bias + left x right` on packed operands (`steps` steps of `k`; `bias` a row of `n`,
-/// zeros when `None`). A job takes a range of column blocks; for each chunk of row blocks
-/// whose left operand fits in L2 it runs every column block of its range over every row block
-/// of the chunk.
+/// zeros when `None`). A job takes a range of column blocks. `k` runs in slices of at most
+/// [`K_SLICE_STEPS`] steps, the output blocks holding the partial sums between slices: a slice
+/// of the left operand stays in L2 while the job's column blocks stream past it, where a long
+/// `k` (Mimi's 2048 -> 512 projection) would otherwise re-read the whole left operand from L3
+/// for every column block. For each chunk of row blocks whose slice fits in L2, every column
+/// block of the range runs over every row block of the chunk.
 ///
 /// # Safety
 /// Tiles may be configured on the calling threads (AMX [`available`]); `left` and `right` hold
@@ -282,49 +285,78 @@ struct Output {
 unsafe fn multiply(left: &[u16], right: &[u16], steps: usize, out: &Output, bias: Option<&[f32]>) {
     let (m, n) = (out.m, out.n);
     let block_operand = steps * STEP_LEN;
+    let slice_steps = steps.min(K_SLICE_STEPS);
     let col_blocks = n.div_ceil(BLOCK);
     let row_blocks = m.div_ceil(BLOCK);
-    let chunk_blocks = (LEFT_BYTES_IN_L2 / (block_operand * 2)).clamp(1, row_blocks);
+    let chunk_blocks = (LEFT_BYTES_IN_L2 / (slice_steps * STEP_LEN * 2)).clamp(1, row_blocks);
     let per_col_block = row_blocks * BLOCK * BLOCK * steps * KSTEP * PARTS * 2;
     let per_job = (JOB_WORK / per_col_block).clamp(1, col_blocks);
+    // With several slices, a job takes its share of the columns at once, so that each slice
+    // of the left operand is read once per job.
+    let per_job = if slice_steps < steps {
+        per_job.max(col_blocks.div_ceil(rayon::current_num_threads()))
+    } else {
+        per_job
+    };
     let run = |job: usize| {
         let _tiles = platform::Tiles::configure();
         let col_range = job * per_job..((job + 1) * per_job).min(col_blocks);
+        // Blocks cut by the edge of the output accumulate here, one per (row, column) block.
+        let mut partial = Vec::new();
         for first_rb in (0..row_blocks).step_by(chunk_blocks) {
-            for cb in col_range.clone() {
-                let col0 = cb * BLOCK;
-                let cols = BLOCK.min(n - col0);
-                let mut bias_block = [0f32; BLOCK];
-                if let Some(b) = bias {
-                    bias_block[..cols].copy_from_slice(&b[col0..col0 + cols]);
-                }
-                let right = &right[cb * block_operand..][..block_operand];
-                for rb in first_rb..(first_rb + chunk_blocks).min(row_blocks) {
-                    let operands = platform::Operands {
-                        left: left[rb * block_operand..][..block_operand].as_ptr(),
-                        right: right.as_ptr(),
-                        steps,
-                    };
-                    let row0 = rb * BLOCK;
-                    let rows = BLOCK.min(m - row0);
-                    // SAFETY: row0 + rows <= m, col0 + cols <= n: inside the output, which
-                    // only this job writes in column block `cb`.
-                    let dst = unsafe { out.ptr.at(row0 * n + col0) };
-                    if rows == BLOCK && cols == BLOCK {
-                        // SAFETY: both operands hold `steps` steps (the packed layouts); the
-                        // bias is 32 floats; the block's 32 x 32 values lie inside the output.
-                        unsafe { platform::block(&operands, bias_block.as_ptr(), dst, n) };
-                        continue;
+            let chunk = first_rb..(first_rb + chunk_blocks).min(row_blocks);
+            for k0 in (0..steps).step_by(slice_steps) {
+                let slice = slice_steps.min(steps - k0);
+                let last_slice = k0 + slice == steps;
+                for cb in col_range.clone() {
+                    let col0 = cb * BLOCK;
+                    let cols = BLOCK.min(n - col0);
+                    let mut bias_block = [0f32; BLOCK];
+                    if let Some(b) = bias {
+                        bias_block[..cols].copy_from_slice(&b[col0..col0 + cols]);
                     }
-                    let mut tmp = [0f32; BLOCK * BLOCK];
-                    // SAFETY: operands as above; `tmp` is one whole block.
-                    unsafe {
-                        platform::block(&operands, bias_block.as_ptr(), tmp.as_mut_ptr(), BLOCK)
-                    };
-                    for r in 0..rows {
-                        // SAFETY: row r of the block's valid part, inside the output.
-                        let row = unsafe { std::slice::from_raw_parts_mut(dst.add(r * n), cols) };
-                        row.copy_from_slice(&tmp[r * BLOCK..][..cols]);
+                    let right = &right[cb * block_operand + k0 * STEP_LEN..][..slice * STEP_LEN];
+                    for rb in chunk.clone() {
+                        let operands = platform::Operands {
+                            left: left[rb * block_operand + k0 * STEP_LEN..][..slice * STEP_LEN]
+                                .as_ptr(),
+                            right: right.as_ptr(),
+                            steps: slice,
+                        };
+                        let init = if k0 == 0 {
+                            platform::Init::Bias(bias_block.as_ptr())
+                        } else {
+                            platform::Init::Accumulate
+                        };
+                        let row0 = rb * BLOCK;
+                        let rows = BLOCK.min(m - row0);
+                        // SAFETY: row0 + rows <= m, col0 + cols <= n: inside the output, which
+                        // only this job writes in column block `cb`.
+                        let dst = unsafe { out.ptr.at(row0 * n + col0) };
+                        if rows == BLOCK && cols == BLOCK {
+                            // SAFETY: both operands hold `slice` steps from `k0` (the packed
+                            // layouts); the bias is 32 floats; the block's 32 x 32 values lie
+                            // inside the output (and hold the sums so far when accumulating).
+                            unsafe { platform::block(&operands, init, dst, n) };
+                            continue;
+                        }
+                        let at =
+                            ((rb - first_rb) * per_job + (cb - col_range.start)) * BLOCK * BLOCK;
+                        if partial.len() < at + BLOCK * BLOCK {
+                            partial.resize(at + BLOCK * BLOCK, 0f32);
+                        }
+                        let tmp = &mut partial[at..at + BLOCK * BLOCK];
+                        // SAFETY: operands as above; `tmp` is one whole block, holding this
+                        // block's sums so far when accumulating.
+                        unsafe { platform::block(&operands, init, tmp.as_mut_ptr(), BLOCK) };
+                        if last_slice {
+                            for r in 0..rows {
+                                // SAFETY: row r of the block's valid part, inside the output.
+                                let row =
+                                    unsafe { std::slice::from_raw_parts_mut(dst.add(r * n), cols) };
+                                row.copy_from_slice(&tmp[r * BLOCK..][..cols]);
+                            }
+                        }
                     }
                 }
             }
@@ -337,6 +369,9 @@ unsafe fn multiply(left: &[u16], right: &[u16], steps: usize, out: &Output, bias
         (0..jobs).into_par_iter().for_each(run);
     }
 }
+
+/// Steps of `k` (32 each) a product runs before its partial sums go back to the output.
+const K_SLICE_STEPS: usize = 16;
 
 /// `y = x rhs + bias`: `x` `[m, k]`, `y` `[m, n]` row-major; on rayon's pool.
 ///
@@ -683,25 +718,43 @@ mod platform {
     }
     const _: () = assert!(STEP_BYTES == 6144 && TILE_LEN * 2 == 1024 && BLOCK == 32);
 
-    /// `c = bias + left x right` for one 32 x 32 block, `c` rows `ldc` floats apart.
+    /// What a block's accumulators start from.
+    #[derive(Clone, Copy)]
+    pub(super) enum Init {
+        /// A row of 32 floats, every row's.
+        Bias(*const f32),
+        /// The block's values in `c` (a sum over earlier steps of `k`).
+        Accumulate,
+    }
+
+    /// `c = init + left x right` for one 32 x 32 block, `c` rows `ldc` floats apart.
     ///
     /// # Safety
     /// Tiles configured on this thread ([`Tiles`]); `steps >= 1` and both operand pointers
     /// have `steps` steps of 6 KiB readable behind them; `bias` 32 readable floats, `c` 32
     /// writable rows of 32.
-    pub(super) unsafe fn block(op: &Operands, bias: *const f32, c: *mut f32, ldc: usize) {
+    pub(super) unsafe fn block(op: &Operands, init: Init, c: *mut f32, ldc: usize) {
         debug_assert!(op.steps >= 1);
+        let (i0, i1, init_stride) = match init {
+            Init::Bias(bias) => (bias, bias, 0),
+            Init::Accumulate => (
+                c.cast_const(),
+                c.wrapping_add(16 * ldc).cast_const(),
+                ldc * 4,
+            ),
+        };
         // SAFETY: the caller's contract. tmm0-3 accumulate rows 0-15 / 16-31 x columns 0-15 /
         // 16-31, tmm4-5 hold a part of the left operand, tmm6-7 one of the right. Each step
         // goes through the partial products hi*lo, hi*hi, hi*mid, mid*mid, mid*hi, lo*hi
         // (parts at 0, 2 and 4 KiB of a step, each two tiles), changing one operand at a time.
         unsafe {
             asm!(
-                // Every accumulator row starts as the bias (a load with stride 0).
-                "tileloadd tmm0, [{bias} + {zero}*1]",
-                "tileloadd tmm1, [{bias} + {zero}*1 + 64]",
-                "tileloadd tmm2, [{bias} + {zero}*1]",
-                "tileloadd tmm3, [{bias} + {zero}*1 + 64]",
+                // The accumulators start as the bias (every row: a load with stride 0) or as
+                // the block's partial sums in `c`.
+                "tileloadd tmm0, [{i0} + {is}*1]",
+                "tileloadd tmm1, [{i0} + {is}*1 + 64]",
+                "tileloadd tmm2, [{i1} + {is}*1]",
+                "tileloadd tmm3, [{i1} + {is}*1 + 64]",
                 "2:",
                 "tileloadd tmm4, [{a} + {s}*1]",
                 "tileloadd tmm5, [{a} + {s}*1 + 1024]",
@@ -731,8 +784,9 @@ mod platform {
                 "tilestored [{c0} + {ldc}*1 + 64], tmm1",
                 "tilestored [{c1} + {ldc}*1], tmm2",
                 "tilestored [{c1} + {ldc}*1 + 64], tmm3",
-                bias = in(reg) bias,
-                zero = in(reg) 0usize,
+                i0 = in(reg) i0,
+                i1 = in(reg) i1,
+                is = in(reg) init_stride,
                 a = inout(reg) op.left => _,
                 b = inout(reg) op.right => _,
                 s = in(reg) 64usize,
@@ -1137,7 +1191,13 @@ mod platform {
         pub steps: usize,
     }
 
-    pub(super) unsafe fn block(_: &Operands, _: *const f32, _: *mut f32, _: usize) {
+    #[derive(Clone, Copy)]
+    pub(super) enum Init {
+        Bias(*const f32),
+        Accumulate,
+    }
+
+    pub(super) unsafe fn block(_: &Operands, _: Init, _: *mut f32, _: usize) {
         unreachable!("AMX is never available here")
     }
 
@@ -1222,6 +1282,9 @@ mod tests {
             (33, 70, 100, false),
             (250, 96, 512, true),
             (64, 64, 0, true),
+            // Several slices of `k` (the last one short), blocks cut by both edges.
+            (70, 75, 1100, true),
+            (250, 64, 2048, false),
         ] {
             let w = values(n * k, 1);
             let b = values(n, 2);
