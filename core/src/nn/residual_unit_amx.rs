@@ -121,19 +121,25 @@ impl TileUnit<'_> {
         let dilation = self.conv1.0.dilation();
         let len = nt + (kernel - 1) * dilation;
         let first = t0 as isize - self.pad.0 as isize;
-        // The input with conv1's halo. ELU is applied as it is split for conv1, so the shortcut
-        // and the residual read the raw samples here instead of from memory again; Snake as
-        // it is copied (the residual then reads `x`).
+        // The input with conv1's halo, `(samples, row stride)`. ELU is applied as it is split
+        // for conv1, so inside the signal the tile reads `x` in place, and the shortcut and the
+        // residual read the same raw samples; at the edges they are copied with the padding
+        // first. Snake is applied as the samples are copied (the residual then reads `x`).
         let (pre, elu) = match self.activation {
             UnitActivation::Elu => (None, true),
             UnitActivation::Snake(s1, _) => (Some(PreAct::Snake(s1)), false),
         };
-        let span = &mut scratch.a;
-        fill_span_strided(span, (xb, rs), l, c, 0, (first, len), self.mode, pre, None);
-        let span = &scratch.a[..];
+        let inside = first >= 0 && first as usize + len <= l;
+        let (span, ld) = if inside && pre.is_none() {
+            (&xb[first as usize..], rs)
+        } else {
+            let span = &mut scratch.a;
+            fill_span_strided(span, (xb, rs), l, c, 0, (first, len), self.mode, pre, None);
+            (&scratch.a[..], len)
+        };
         let conv1 = self.conv1.0.right();
         let width = TimeMajor::compute(
-            (span, len),
+            (span, ld),
             (c, len),
             (nt, 1, dilation),
             elu,
@@ -160,7 +166,7 @@ impl TileUnit<'_> {
         let y = TimeMajor::windows(&planes, (nt, 1, 1), self.conv2.0.right(), &mut scratch.c);
         planes.release();
         // Samples t0..t0+nt of the input are columns pad.0.. of the span.
-        let own = (&span[self.pad.0..], len);
+        let own = (&span[self.pad.0..], ld);
         let skip = self.shortcut.map(|(conv, _)| {
             TimeMajor::compute(
                 own,
@@ -174,7 +180,7 @@ impl TileUnit<'_> {
         let dst = ChannelMajor {
             residual: match (self.shortcut, self.activation) {
                 (Some(_), _) => None,
-                (None, UnitActivation::Elu) => Some((span, self.pad.0, len)),
+                (None, UnitActivation::Elu) => Some((span, self.pad.0, ld)),
                 (None, UnitActivation::Snake(..)) => Some((xb, t0, rs)),
             },
             ..*dst
