@@ -32,7 +32,9 @@ impl DecoderBlock {
         };
         Ok(DecoderBlock {
             snake: Snake1d::load(vb.pp("snake1"), in_dim)?,
-            up: ConvTranspose1d::load(vb.pp("conv_t1"), in_dim, out_dim, shape.kernel, up, true)?,
+            // On AMX tiles where the CPU has them (else the plain gemm path).
+            up: ConvTranspose1d::load(vb.pp("conv_t1"), in_dim, out_dim, shape.kernel, up, true)?
+                .with_tiles(),
             units: ResidualUnit::load_three(&vb, out_dim, true)?,
         })
     }
@@ -70,7 +72,13 @@ impl Decoder {
             same7,
             true,
         )?
-        .with_winograd();
+        .with_tiles();
+        // Without AMX, by minimal filtering.
+        let conv1 = if conv1.runs_on_tiles() {
+            conv1
+        } else {
+            conv1.with_winograd()
+        };
         let blocks = (0..cfg.upsampling_ratios.len())
             .map(|i| DecoderBlock::load(vb.pp("block").pp(i), cfg, i))
             .collect::<candle_core::Result<Vec<_>>>()?;

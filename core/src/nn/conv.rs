@@ -465,16 +465,12 @@ impl ConvTranspose1d {
     /// (`4 s / k` times the plain ones) replace the kernels' plain copy. Any other transposed
     /// conv is returned as it is.
     pub fn with_winograd(mut self) -> Self {
-        let cfg = self.cfg;
-        let (c_in, c_out, kernel) = (self.in_channels(), self.out_channels(), self.kernel_size());
-        if TileConvTranspose::fits(c_in, c_out, cfg.stride, cfg.dilation, cfg.groups)
-            && let Some(cpu) = &self.cpu
-            && let Some(w) = cpu.plain()
-        {
-            let tc = TileConvTranspose::new(w, c_in, c_out, kernel, cfg.stride);
-            self.cpu = Some(cpu.with_kernel(CpuKernel::TransposedTiles(tc)));
+        self = self.with_tiles();
+        if self.runs_on_tiles() {
             return self;
         }
+        let cfg = self.cfg;
+        let (c_in, c_out, kernel) = (self.in_channels(), self.out_channels(), self.kernel_size());
         // Up to 64 output channels the direct polyphase kernel (`conv_tr_direct`) is faster.
         let direct = c_out <= conv_tr_direct::MAX_OUT_CHANNELS && conv_direct::available();
         if cfg.groups != 1
@@ -491,6 +487,29 @@ impl ConvTranspose1d {
             self.cpu = Some(cpu.with_kernel(CpuKernel::Transposed(tw)));
         }
         self
+    }
+
+    /// On CPUs with AMX, a transposed conv with one group, no dilation, input channels in
+    /// multiples of 32 and `stride * c_out` a multiple of 32 runs on the tiles (`conv_amx`: a
+    /// stride-1 conv over frames); any other is returned as it is.
+    pub fn with_tiles(mut self) -> Self {
+        let cfg = self.cfg;
+        let (c_in, c_out, kernel) = (self.in_channels(), self.out_channels(), self.kernel_size());
+        if TileConvTranspose::fits(c_in, c_out, cfg.stride, cfg.dilation, cfg.groups)
+            && let Some(cpu) = &self.cpu
+            && let Some(w) = cpu.plain()
+        {
+            let tc = TileConvTranspose::new(w, c_in, c_out, kernel, cfg.stride);
+            self.cpu = Some(cpu.with_kernel(CpuKernel::TransposedTiles(tc)));
+        }
+        self
+    }
+
+    /// Whether this transposed conv runs on the AMX tiles ([`Self::with_tiles`]).
+    pub fn runs_on_tiles(&self) -> bool {
+        self.cpu
+            .as_ref()
+            .is_some_and(|c| matches!(c.kernel, CpuKernel::TransposedTiles(_)))
     }
 
     pub fn weight(&self) -> &Tensor {
