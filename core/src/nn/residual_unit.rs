@@ -147,7 +147,7 @@ impl EluResidualUnit<'_> {
 }
 
 /// A conv's tile weights and bias, if it runs on the tiles.
-fn tile_weights(conv: &Conv1d) -> Option<(&TileConv, Option<&[f32]>)> {
+pub(super) fn tile_weights(conv: &Conv1d) -> Option<(&TileConv, Option<&[f32]>)> {
     let cpu = conv.cpu.as_ref()?;
     match &cpu.kernel {
         CpuKernel::Tiles(t) => Some((t, cpu.bias.as_deref())),

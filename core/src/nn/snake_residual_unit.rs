@@ -9,8 +9,8 @@
 
 use candle_core::Tensor;
 
-use super::conv::{Conv1d, CpuKernel, EdgeMode};
-use super::conv_amx::TileConv;
+use super::conv::{Conv1d, EdgeMode};
+use super::residual_unit::tile_weights;
 use super::residual_unit_amx::{self, TileUnit, UnitActivation};
 use super::snake::Snake1d;
 
@@ -69,15 +69,6 @@ impl SnakeResidualUnit<'_> {
             activation: UnitActivation::Snake(self.snake1.cpu_params()?, self.snake2.cpu_params()?),
         };
         unit.fits().then_some(unit)
-    }
-}
-
-/// A conv's tile weights and bias, when it runs on the tiles.
-fn tile_weights(conv: &Conv1d) -> Option<(&TileConv, Option<&[f32]>)> {
-    let cpu = conv.cpu.as_ref()?;
-    match &cpu.kernel {
-        CpuKernel::Tiles(t) => Some((t, cpu.bias.as_deref())),
-        _ => None,
     }
 }
 
