@@ -93,33 +93,27 @@ impl ResBlock {
     /// pair with the oldest `m` waiting skip samples.
     /// The whole block in one pass over the signal (`EluResidualUnit`), where it applies.
     fn forward_fused(&self, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        match self.unit(x.dim(2)?) {
-            Some(unit) => unit.forward_cpu(x),
-            None => Ok(None),
-        }
-    }
-
-    /// The block as one `EluResidualUnit` over `len` samples, unless a conv has a norm.
-    fn unit(&self, len: usize) -> Option<EluResidualUnit<'_>> {
+        let len = x.dim(2)?;
         let (Some((conv1, pad, mode)), Some((conv2, (0, 0), _))) =
             (self.conv1.fusable(len), self.conv2.fusable(len))
         else {
-            return None;
+            return Ok(None);
         };
         let shortcut = match &self.shortcut {
             None => None,
             Some(s) => match s.fusable(len) {
                 Some((conv, (0, 0), _)) => Some(conv),
-                _ => return None,
+                _ => return Ok(None),
             },
         };
-        Some(EluResidualUnit {
+        EluResidualUnit {
             conv1,
             conv2,
             shortcut,
             pad,
             mode,
-        })
+        }
+        .forward_cpu(x)
     }
 
     pub fn step(

@@ -18,7 +18,7 @@
 
 use super::amx::{self, AmxRight, BLOCK, KSTEP, SplitPlanes, TILE, Tiles, WindowPart};
 use super::conv::EdgeMode;
-use super::conv_cpu::{ConvGeom, ConvTrGeom, Fusion, PreAct, Scratch, fill_span, run_jobs};
+use super::conv_cpu::{ConvGeom, ConvTrGeom, Fusion, PreAct, fill_span, run_jobs};
 use super::gemm::{SharedOut, assume_init, uninit_buffer};
 
 /// Input channels must be a whole number of tile rows' worth of `k` (32 bf16), so that every
@@ -122,91 +122,51 @@ pub(crate) fn conv1d_tiles(x: &[f32], conv: &TileConv, f: &Fusion, g: &ConvGeom)
         let b = job / n_tiles;
         let t0 = (job % n_tiles) * tile;
         let nt = tile.min(l_out - t0);
-        let window = Window {
-            x: &x[b * g.c_in * g.l_in..][..g.c_in * g.l_in],
-            l_in: g.l_in,
-            first: (t0 * g.stride) as isize - g.padding as isize,
-            scale: f.in_scale.map(|s| &s[b * g.l_in..][..g.l_in]),
+        let xb = &x[b * g.c_in * g.l_in..][..g.c_in * g.l_in];
+        let first = (t0 * g.stride) as isize - g.padding as isize;
+        let len = (nt - 1) * g.stride + (g.kernel - 1) * g.dilation + 1;
+        let scale = f.in_scale.map(|s| &s[b * g.l_in..][..g.l_in]);
+        let (pre, elu) = split_activation(f.pre, scale.is_some());
+        let inside = first >= 0 && first as usize + len <= g.l_in;
+        // Inside the signal with nothing to apply on the way, the split reads the samples in
+        // place; edge tiles (and activations applied as samples are copied) go through a span.
+        let span = if inside && pre.is_none() && scale.is_none() {
+            (&xb[first as usize..], g.l_in)
+        } else {
+            fill_span(
+                &mut scratch.b,
+                xb,
+                g.l_in,
+                g.c_in,
+                0,
+                (first, len),
+                g.edge,
+                pre,
+                scale,
+            );
+            (&scratch.b[..], len)
+        };
+        let shape = (g.c_in, len);
+        let products = TimeMajor::compute(
+            span,
+            shape,
+            (nt, g.stride, g.dilation),
+            elu,
+            &conv.right,
+            &mut scratch.a,
+        );
+        let dst = ChannelMajor {
+            out: &shared,
+            first: b * g.c_out * l_out + t0,
+            len: l_out,
+            bias: f.bias,
+            residual: f.residual.map(|r| (r, b * g.c_out * l_out + t0, l_out)),
         };
         // SAFETY: job (b, tile) alone writes steps t0..t0+nt of batch b's rows.
-        unsafe {
-            tile_into(
-                scratch,
-                window,
-                (conv, f, g),
-                (t0, nt),
-                b * g.c_out * l_out,
-                &shared,
-            )
-        };
+        unsafe { products.store(0..nt, g.c_out, None, &dst) };
     });
     // SAFETY: the jobs cover every (batch, tile) and write every channel of their steps.
     unsafe { assume_init(out) }
-}
-
-/// What one time tile of a conv reads: `c_in` rows of `l_in` samples, the tile's first window
-/// starting at sample `first` (padded past `0..l_in` by the conv's edge mode), and the time
-/// scale of those samples, if any.
-#[derive(Clone, Copy)]
-pub(super) struct Window<'a> {
-    pub x: &'a [f32],
-    pub l_in: usize,
-    pub first: isize,
-    pub scale: Option<&'a [f32]>,
-}
-
-/// Output steps `t0..t0 + nt` of one batch item, whose output rows start at `out_first` of
-/// `out` (rows of `l_out`), through `scratch`'s buffers `a` and `b`.
-///
-/// # Safety
-/// No one else accesses those steps of `out` during the call.
-pub(super) unsafe fn tile_into(
-    scratch: &mut Scratch,
-    window: Window,
-    (conv, f, g): (&TileConv, &Fusion, &ConvGeom),
-    (t0, nt): (usize, usize),
-    out_first: usize,
-    out: &SharedOut,
-) {
-    let l_out = g.l_out().expect("checked by the caller");
-    let len = (nt - 1) * g.stride + (g.kernel - 1) * g.dilation + 1;
-    let (pre, elu) = split_activation(f.pre, window.scale.is_some());
-    let inside = window.first >= 0 && window.first as usize + len <= window.l_in;
-    // Inside the signal with nothing to apply on the way, the split reads the samples in place.
-    let span = if inside && pre.is_none() && window.scale.is_none() {
-        (&window.x[window.first as usize..], window.l_in)
-    } else {
-        fill_span(
-            &mut scratch.b,
-            window.x,
-            window.l_in,
-            g.c_in,
-            0,
-            (window.first, len),
-            g.edge,
-            pre,
-            window.scale,
-        );
-        (&scratch.b[..], len)
-    };
-    let shape = (g.c_in, len);
-    let products = TimeMajor::compute(
-        span,
-        shape,
-        (nt, g.stride, g.dilation),
-        elu,
-        &conv.right,
-        &mut scratch.a,
-    );
-    let dst = ChannelMajor {
-        out,
-        first: out_first + t0,
-        len: l_out,
-        bias: f.bias,
-        residual: f.residual.map(|r| (r, out_first + t0, l_out)),
-    };
-    // SAFETY: the caller's contract.
-    unsafe { products.store(0..nt, g.c_out, None, &dst) };
 }
 
 /// A transposed conv's weight split for the tiles.
@@ -482,7 +442,6 @@ impl<'a> TimeMajor<'a> {
 
 /// Where [`TimeMajor::store`] writes: channel `c`'s samples from `first + c * len`, plus the
 /// bias and a residual, channel `c`'s samples from `residual.1 + c * residual.2`.
-#[derive(Clone, Copy)]
 pub(super) struct ChannelMajor<'a> {
     pub out: &'a SharedOut,
     pub first: usize,

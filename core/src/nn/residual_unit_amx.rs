@@ -8,7 +8,7 @@
 use super::amx::SplitPlanes;
 use super::conv::EdgeMode;
 use super::conv_amx::{ChannelMajor, TileConv, TimeMajor, tile_steps, window_rows};
-use super::conv_cpu::{PreAct, Scratch, fill_span_strided, run_jobs};
+use super::conv_cpu::{PreAct, fill_span_strided, run_jobs};
 use super::elu::elu_in_place;
 use super::gemm::{SharedOut, assume_init, uninit_buffer};
 use super::snake_cpu::{SnakeParams, snake_channels_in_place};
@@ -73,59 +73,26 @@ pub(super) fn run(
     let mut out = uninit_buffer(batch * c * l);
     let shared = SharedOut::new_uninit(&mut out);
     let work = (c * hidden * (kernel + 1) + c * c) * tile;
-    let bias = unit.output_bias();
+    // Both pointwise convs' biases, added once.
+    let bias: Vec<f32> = (0..c)
+        .map(|r| {
+            let b2 = unit.conv2.1.map_or(0.0, |b| b[r]);
+            b2 + unit.shortcut.and_then(|s| s.1).map_or(0.0, |b| b[r])
+        })
+        .collect();
+    let dilation = unit.conv1.0.dilation();
     run_jobs(batch * n_tiles, work, |job, scratch, _| {
         let b = job / n_tiles;
         let t0 = (job % n_tiles) * tile;
         let nt = tile.min(l - t0);
-        let dst = ChannelMajor {
-            out: &shared,
-            first: b * c * l + t0,
-            len: l,
-            bias: Some(&bias),
-            residual: None,
-        };
-        // SAFETY: job (b, tile) alone writes samples t0..t0+nt of batch b's rows.
-        unsafe { unit.tile(scratch, (&x[b * c * rs..], rs), l, (t0, nt), &dst) };
-    });
-    // SAFETY: the jobs cover every (batch, tile) and write every channel of their samples.
-    unsafe { assume_init(out) }
-}
-
-impl TileUnit<'_> {
-    /// Both pointwise convs' biases, added once.
-    fn output_bias(&self) -> Vec<f32> {
-        let (c, _, _, _) = self.conv1.0.shape();
-        (0..c)
-            .map(|r| {
-                let b2 = self.conv2.1.map_or(0.0, |b| b[r]);
-                b2 + self.shortcut.and_then(|s| s.1).map_or(0.0, |b| b[r])
-            })
-            .collect()
-    }
-
-    /// The unit's samples `t0..t0 + nt` of one batch item (`x`: its `c` rows of `l` samples,
-    /// `rs` apart) into `dst` (plus `dst.bias`), through `scratch`'s buffers `a` to `d`.
-    ///
-    /// # Safety
-    /// No one else accesses `dst`'s samples `0..nt` during the call.
-    unsafe fn tile(
-        &self,
-        scratch: &mut Scratch,
-        (xb, rs): (&[f32], usize),
-        l: usize,
-        (t0, nt): (usize, usize),
-        dst: &ChannelMajor,
-    ) {
-        let (c, hidden, kernel, _) = self.conv1.0.shape();
-        let dilation = self.conv1.0.dilation();
+        let xb = &x[b * c * rs..];
         let len = nt + (kernel - 1) * dilation;
-        let first = t0 as isize - self.pad.0 as isize;
+        let first = t0 as isize - unit.pad.0 as isize;
         // The input with conv1's halo, `(samples, row stride)`. ELU is applied as it is split
         // for conv1, so inside the signal the tile reads `x` in place, and the shortcut and the
         // residual read the same raw samples; at the edges they are copied with the padding
         // first. Snake is applied as the samples are copied (the residual then reads `x`).
-        let (pre, elu) = match self.activation {
+        let (pre, elu) = match unit.activation {
             UnitActivation::Elu => (None, true),
             UnitActivation::Snake(s1, _) => (Some(PreAct::Snake(s1)), false),
         };
@@ -134,10 +101,10 @@ impl TileUnit<'_> {
             (&xb[first as usize..], rs)
         } else {
             let span = &mut scratch.a;
-            fill_span_strided(span, (xb, rs), l, c, 0, (first, len), self.mode, pre, None);
+            fill_span_strided(span, (xb, rs), l, c, 0, (first, len), unit.mode, pre, None);
             (&scratch.a[..], len)
         };
-        let conv1 = self.conv1.0.right();
+        let conv1 = unit.conv1.0.right();
         let width = TimeMajor::compute(
             (span, ld),
             (c, len),
@@ -149,12 +116,12 @@ impl TileUnit<'_> {
         .width;
         // act2(conv1 + bias), step by step as it lies.
         for row in scratch.b.chunks_exact_mut(width).take(nt) {
-            if let Some(b1) = self.conv1.1 {
+            if let Some(b1) = unit.conv1.1 {
                 for (v, &b) in row.iter_mut().zip(b1) {
                     *v += b;
                 }
             }
-            match self.activation {
+            match unit.activation {
                 UnitActivation::Elu => elu_in_place(&mut row[..hidden]),
                 UnitActivation::Snake(_, s2) => {
                     snake_channels_in_place(&mut row[..hidden], s2.alpha, s2.inv)
@@ -163,11 +130,11 @@ impl TileUnit<'_> {
         }
         let rows = window_rows(nt, 1, 1);
         let planes = SplitPlanes::take_time_major(&scratch.b, width, hidden, nt, rows);
-        let y = TimeMajor::windows(&planes, (nt, 1, 1), self.conv2.0.right(), &mut scratch.c);
+        let y = TimeMajor::windows(&planes, (nt, 1, 1), unit.conv2.0.right(), &mut scratch.c);
         planes.release();
         // Samples t0..t0+nt of the input are columns pad.0.. of the span.
-        let own = (&span[self.pad.0..], ld);
-        let skip = self.shortcut.map(|(conv, _)| {
+        let own = (&span[unit.pad.0..], ld);
+        let skip = unit.shortcut.map(|(conv, _)| {
             TimeMajor::compute(
                 own,
                 (c, nt),
@@ -178,14 +145,19 @@ impl TileUnit<'_> {
             )
         });
         let dst = ChannelMajor {
-            residual: match (self.shortcut, self.activation) {
+            out: &shared,
+            first: b * c * l + t0,
+            len: l,
+            bias: Some(&bias),
+            residual: match (unit.shortcut, unit.activation) {
                 (Some(_), _) => None,
-                (None, UnitActivation::Elu) => Some((span, self.pad.0, ld)),
+                (None, UnitActivation::Elu) => Some((span, unit.pad.0, ld)),
                 (None, UnitActivation::Snake(..)) => Some((xb, t0, rs)),
             },
-            ..*dst
         };
-        // SAFETY: the caller's contract.
+        // SAFETY: job (b, tile) alone writes samples t0..t0+nt of batch b's rows.
         unsafe { y.store(0..nt, c, skip.as_ref(), &dst) };
-    }
+    });
+    // SAFETY: the jobs cover every (batch, tile) and write every channel of their samples.
+    unsafe { assume_init(out) }
 }

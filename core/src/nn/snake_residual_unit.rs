@@ -10,6 +10,7 @@
 use candle_core::Tensor;
 
 use super::conv::{Conv1d, EdgeMode};
+use super::conv_ops::with_data;
 use super::residual_unit::tile_weights;
 use super::residual_unit_amx::{self, TileUnit, UnitActivation};
 use super::snake::Snake1d;
@@ -40,15 +41,7 @@ impl SnakeResidualUnit<'_> {
             return Ok(None);
         }
         let x = x.contiguous()?;
-        let (storage, layout) = x.storage_and_layout();
-        let candle_core::Storage::Cpu(cpu) = &*storage else {
-            return Ok(None);
-        };
-        let start = layout.start_offset();
-        let Some(xs) = cpu.as_slice::<f32>()?.get(start..start + b * c * l) else {
-            return Ok(None);
-        };
-        let out = residual_unit_amx::run((xs, l), b, c, l, &unit);
+        let out = with_data(&x, |xs| residual_unit_amx::run((xs, l), b, c, l, &unit))?;
         Ok(Some(Tensor::from_vec(out, (b, c, l), x.device())?))
     }
 
