@@ -454,6 +454,7 @@ pub(super) struct ChannelMajor<'a> {
 mod tests {
     use super::*;
     use crate::nn::conv_cpu::{conv_transpose1d_gemm, conv1d_gemm};
+    use crate::nn::snake_cpu::SnakeParams;
     use crate::nn::test_values as values;
 
     fn geom(c_in: usize, c_out: usize, kernel: usize, stride: usize, l_in: usize) -> ConvGeom {
@@ -470,6 +471,13 @@ mod tests {
             dilation: 1,
             groups: 1,
         }
+    }
+
+    /// Snake's `alpha` (0.2-2.2) and `1 / (alpha + 1e-9)` for `c` channels.
+    fn snake_params(c: usize) -> (Vec<f32>, Vec<f32>) {
+        let alpha: Vec<f32> = values(c, 21).iter().map(|v| 1.2 + v).collect();
+        let inv = alpha.iter().map(|a| 1.0 / (a + 1e-9)).collect();
+        (alpha, inv)
     }
 
     /// Within the error of two f32 sums of `terms` products of values in [-1, 1] (which round
@@ -507,7 +515,16 @@ mod tests {
             let bias = values(c_out, 3);
             let residual = values(2 * c_out * l_out, 4);
             let conv = TileConv::new(&w, (c_out, c_in, kernel), stride, 1);
-            for (pre, with_residual) in [(None, false), (Some(PreAct::Elu), true)] {
+            let (alpha, inv) = snake_params(c_in);
+            let snake = PreAct::Snake(SnakeParams {
+                alpha: &alpha,
+                inv: &inv,
+            });
+            for (pre, with_residual) in [
+                (None, false),
+                (Some(PreAct::Elu), true),
+                (Some(snake), false),
+            ] {
                 let f = Fusion {
                     bias: Some(&bias),
                     pre,
@@ -590,7 +607,12 @@ mod tests {
             let x = values(2 * c_in * l_in, 8);
             let bias = values(c_out, 9);
             let conv = TileConvTranspose::new(&w, c_in, c_out, kernel, stride);
-            for pre in [None, Some(PreAct::Elu)] {
+            let (alpha, inv) = snake_params(c_in);
+            let snake = PreAct::Snake(SnakeParams {
+                alpha: &alpha,
+                inv: &inv,
+            });
+            for pre in [None, Some(PreAct::Elu), Some(snake)] {
                 let got = conv_transpose1d_tiles(&x, &conv, Some(&bias), pre, &g);
                 let want = conv_transpose1d_gemm(&x, &w, Some(&bias), pre, &g);
                 let what = format!("transposed {c_in}->{c_out} k{kernel} s{stride}");
