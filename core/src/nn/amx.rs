@@ -507,20 +507,24 @@ impl SplitPlanes {
     }
 }
 
-/// Which part of a convolution block [`window_block`] computes: the right operand's steps
-/// `steps` (32 values of `k` each) against windows from plane row `first_row`, `row_step` rows
-/// apart, added to what `out` holds with `accumulate`, else written over it.
+/// What a convolution block [`window_block`] computes: for each of `taps` taps, the window of
+/// `steps_per_tap` steps (32 values of `k` each) from plane row `first_row + tap * tap_rows`
+/// (output rows `row_step` rows apart) times the right operand's next `steps_per_tap` steps
+/// (the taps' steps follow each other from step 0), all summed.
 pub(crate) struct WindowPart {
     pub first_row: usize,
     pub row_step: usize,
-    pub steps: std::ops::Range<usize>,
-    pub accumulate: bool,
+    pub taps: usize,
+    pub tap_rows: usize,
+    pub steps_per_tap: usize,
 }
 
-/// `out (+)= left x right` for one 32 x 32 block of a convolution: output row `i` (a time step)
-/// is the window of `steps.len() * 32` values starting at row `first_row + i * row_step` of the
-/// planes, times column block `cb` of `right` over `part.steps`. `out` holds 32 rows of 32, `ld`
-/// apart; rows and columns past the operands' ends hold products of padding.
+/// `out = left x right` for one 32 x 32 block of a convolution: output row `i` (a time step)
+/// is the sum over the taps of the window starting at row `first_row + i * row_step + tap *
+/// tap_rows` of the planes, times the tap's steps of column block `cb` of `right`. `out` holds
+/// 32 rows of 32, `ld` apart; rows and columns past the operands' ends hold products of
+/// padding. A dilated conv's taps run in one call, accumulating in the tiles (their partial
+/// sums stored and reloaded between taps cost DAC's dilated units 5-15%).
 ///
 /// # Panics
 /// When a window of the 32 rows reaches past the planes, the steps past the right operand, or
@@ -535,10 +539,11 @@ pub(crate) fn window_block(
 ) {
     let w = planes.width;
     let (first_row, row_step) = (part.first_row, part.row_step);
-    let steps = part.steps.len();
-    let last = (first_row + (BLOCK - 1) * row_step) * w + steps * KSTEP;
+    let (taps, per_tap, tap_rows) = (part.taps, part.steps_per_tap, part.tap_rows);
+    let reach = first_row + (BLOCK - 1) * row_step + (taps.max(1) - 1) * tap_rows;
+    let last = reach * w + per_tap * KSTEP;
     assert!(
-        steps >= 1 && part.steps.end <= right.steps,
+        taps >= 1 && per_tap >= 1 && taps * per_tap <= right.steps,
         "amx: window steps"
     );
     assert!(
@@ -550,23 +555,27 @@ pub(crate) fn window_block(
         "amx: window output"
     );
     assert!(
-        (row_step * w * 2).is_multiple_of(64),
+        (row_step * w * 2).is_multiple_of(64) && (tap_rows * w * 2).is_multiple_of(64),
         "amx: rows must start on a line"
     );
     let data = planes.data.as_slice();
-    let left = |p: usize| data[p * planes.plane + first_row * w..].as_ptr();
     let block_operand = right.steps * STEP_LEN;
     let block = &right.data.as_slice()[cb * block_operand..][..block_operand];
     let operands = platform::Windows {
-        parts: [left(0), left(1), left(2)],
+        hi: data[first_row * w..].as_ptr(),
+        plane_bytes: planes.plane * 2,
         row_bytes: row_step * w * 2,
-        right: block[part.steps.start * STEP_LEN..].as_ptr(),
-        steps,
+        right: block.as_ptr(),
+        taps,
+        steps_per_tap: per_tap,
+        // From the end of a tap's window to the start of the next one's.
+        tap_jump: (tap_rows * w * 2).wrapping_sub(per_tap * KSTEP * 2),
     };
-    // SAFETY: tiles are configured on this thread (`_tiles`); each of the 32
-    // windows of `steps * 32` values lies inside its plane (asserted), the right operand's
-    // block holds the steps (asserted), `out` 32 rows of 32, `ld` apart (asserted).
-    unsafe { platform::window_block(&operands, out.as_mut_ptr(), ld, part.accumulate) };
+    // SAFETY: tiles are configured on this thread (`_tiles`); each of the 32 windows of every
+    // tap lies inside its plane (asserted; the planes are `plane` values apart), the right
+    // operand's block holds the taps' steps (asserted), `out` 32 rows of 32, `ld` apart
+    // (asserted).
+    unsafe { platform::window_block(&operands, out.as_mut_ptr(), ld) };
 }
 
 /// A time-major block of products (plus another of the same shape) into channel-major
@@ -793,47 +802,50 @@ mod platform {
         }
     }
 
-    /// A convolution block's operands: the left operand's three parts at the block's first
-    /// row (rows `row_bytes` apart, overlapping windows), the right operand's column block.
+    /// A convolution block's operands: the left operand's high part at the block's first row
+    /// (rows `row_bytes` apart, overlapping windows; the middle and low parts `plane_bytes`
+    /// and twice that further), the right operand's column block at its first step, and the
+    /// taps: `taps` windows of `steps_per_tap` steps, each `tap_jump` bytes past the end of
+    /// the one before.
     pub(super) struct Windows {
-        pub parts: [*const u16; 3],
+        pub hi: *const u16,
+        pub plane_bytes: usize,
         pub row_bytes: usize,
         pub right: *const u16,
-        pub steps: usize,
+        pub taps: usize,
+        pub steps_per_tap: usize,
+        pub tap_jump: usize,
     }
 
-    /// `c = left x right` for one 32 x 32 block of windows, `c` 32 rows of 32, `ldc` apart.
+    /// `c = left x right` for one 32 x 32 block of windows, summed over the taps, `c` 32 rows
+    /// of 32, `ldc` apart.
     ///
     /// # Safety
-    /// Tiles configured on this thread ([`Tiles`]); `steps >= 1`; each part has 32 rows of
-    /// `steps * 32` values readable from its pointer, `row_bytes` apart; the right pointer has
-    /// `steps` steps of 6 KiB readable; `c` 32 writable rows of 32.
-    pub(super) unsafe fn window_block(op: &Windows, c: *mut f32, ldc: usize, accumulate: bool) {
-        debug_assert!(op.steps >= 1);
+    /// Tiles configured on this thread ([`Tiles`]); `taps, steps_per_tap >= 1`; each part has
+    /// 32 rows of `steps_per_tap * 32` values readable from each tap's start, `row_bytes`
+    /// apart; the right pointer has `taps * steps_per_tap` steps of 6 KiB readable; `c` 32
+    /// writable rows of 32.
+    pub(super) unsafe fn window_block(op: &Windows, c: *mut f32, ldc: usize) {
+        debug_assert!(op.taps >= 1 && op.steps_per_tap >= 1);
         let half = 16 * op.row_bytes;
-        // SAFETY: the caller's contract. As `block`, with the left operand's parts and halves
-        // reached through six pointers (rows 0-15 and 16-31 of hi, mid, lo), each moved on by
-        // 64 bytes (32 values of `k`) per step; accumulators start at zero, or at `c` with
-        // `accumulate`.
+        // SAFETY: the caller's contract. As `block`, each step going through the partial
+        // products hi*lo, hi*hi, hi*mid, mid*mid, mid*hi, lo*hi. The left operand's six tiles
+        // (rows 0-15 and 16-31 of hi, mid, lo) are reached from one pointer (`h`, moved on by
+        // 64 bytes, 32 values of `k`, per step) through `t`, so that all 13 free registers
+        // hold the loop: the taps' loop around the steps' loop, the accumulators staying in
+        // the tiles throughout.
         unsafe {
             asm!(
-                "test {acc}, {acc}",
-                "jz 3f",
-                "tileloadd tmm0, [{c} + {ldc}*1]",
-                "tileloadd tmm1, [{c} + {ldc}*1 + 64]",
-                "lea {acc}, [{c} + {ldc}*8]",
-                "lea {acc}, [{acc} + {ldc}*8]",
-                "tileloadd tmm2, [{acc} + {ldc}*1]",
-                "tileloadd tmm3, [{acc} + {ldc}*1 + 64]",
-                "jmp 2f",
-                "3:",
                 "tilezero tmm0",
                 "tilezero tmm1",
                 "tilezero tmm2",
                 "tilezero tmm3",
                 "2:",
-                "tileloadd tmm4, [{h0} + {ls}*1]",
-                "tileloadd tmm5, [{h1} + {ls}*1]",
+                "mov {n}, {per_tap}",
+                "3:",
+                "tileloadd tmm4, [{h} + {ls}*1]",
+                "lea {t}, [{h} + {half}]",
+                "tileloadd tmm5, [{t} + {ls}*1]",
                 "tileloadd tmm6, [{b} + {s}*1 + 4096]",
                 "tileloadd tmm7, [{b} + {s}*1 + 5120]",
                 products_2x2!(),
@@ -843,43 +855,45 @@ mod platform {
                 "tileloadd tmm6, [{b} + {s}*1 + 2048]",
                 "tileloadd tmm7, [{b} + {s}*1 + 3072]",
                 products_2x2!(),
-                "tileloadd tmm4, [{m0} + {ls}*1]",
-                "tileloadd tmm5, [{m1} + {ls}*1]",
+                "lea {t}, [{h} + {plane}]",
+                "tileloadd tmm4, [{t} + {ls}*1]",
+                "add {t}, {half}",
+                "tileloadd tmm5, [{t} + {ls}*1]",
                 products_2x2!(),
                 "tileloadd tmm6, [{b} + {s}*1]",
                 "tileloadd tmm7, [{b} + {s}*1 + 1024]",
                 products_2x2!(),
-                "tileloadd tmm4, [{l0} + {ls}*1]",
-                "tileloadd tmm5, [{l1} + {ls}*1]",
+                "lea {t}, [{h} + {plane}*2]",
+                "tileloadd tmm4, [{t} + {ls}*1]",
+                "add {t}, {half}",
+                "tileloadd tmm5, [{t} + {ls}*1]",
                 products_2x2!(),
-                "add {h0}, 64",
-                "add {h1}, 64",
-                "add {m0}, 64",
-                "add {m1}, 64",
-                "add {l0}, 64",
-                "add {l1}, 64",
+                "add {h}, 64",
                 "add {b}, {step}",
                 "dec {n}",
+                "jnz 3b",
+                "add {h}, {jump}",
+                "dec {taps}",
                 "jnz 2b",
                 "tilestored [{c} + {ldc}*1], tmm0",
                 "tilestored [{c} + {ldc}*1 + 64], tmm1",
                 // Rows 16-31: 16 rows of `ldc` bytes further.
-                "lea {h0}, [{c} + {ldc}*8]",
-                "lea {h0}, [{h0} + {ldc}*8]",
-                "tilestored [{h0} + {ldc}*1], tmm2",
-                "tilestored [{h0} + {ldc}*1 + 64], tmm3",
-                h0 = inout(reg) op.parts[0] => _,
-                acc = inout(reg) usize::from(accumulate) => _,
-                h1 = inout(reg) op.parts[0].wrapping_byte_add(half) => _,
-                m0 = inout(reg) op.parts[1] => _,
-                m1 = inout(reg) op.parts[1].wrapping_byte_add(half) => _,
-                l0 = inout(reg) op.parts[2] => _,
-                l1 = inout(reg) op.parts[2].wrapping_byte_add(half) => _,
+                "lea {t}, [{c} + {ldc}*8]",
+                "lea {t}, [{t} + {ldc}*8]",
+                "tilestored [{t} + {ldc}*1], tmm2",
+                "tilestored [{t} + {ldc}*1 + 64], tmm3",
+                h = inout(reg) op.hi => _,
+                t = out(reg) _,
+                half = in(reg) half,
+                plane = in(reg) op.plane_bytes,
                 ls = in(reg) op.row_bytes,
                 b = inout(reg) op.right => _,
                 s = in(reg) 64usize,
                 step = const STEP_BYTES,
-                n = inout(reg) op.steps => _,
+                n = out(reg) _,
+                per_tap = in(reg) op.steps_per_tap,
+                taps = inout(reg) op.taps => _,
+                jump = in(reg) op.tap_jump,
                 c = in(reg) c,
                 ldc = in(reg) ldc * 4,
                 options(nostack),
@@ -1231,13 +1245,16 @@ mod platform {
     }
 
     pub(super) struct Windows {
-        pub parts: [*const u16; 3],
+        pub hi: *const u16,
+        pub plane_bytes: usize,
         pub row_bytes: usize,
         pub right: *const u16,
-        pub steps: usize,
+        pub taps: usize,
+        pub steps_per_tap: usize,
+        pub tap_jump: usize,
     }
 
-    pub(super) unsafe fn window_block(_: &Windows, _: *mut f32, _: usize, _: bool) {
+    pub(super) unsafe fn window_block(_: &Windows, _: *mut f32, _: usize) {
         unreachable!("AMX is never available here")
     }
 

@@ -7,7 +7,8 @@
 //! tile is padded in channel-major order as the other kernels do (`conv_cpu::fill_span`;
 //! Snake is applied there, ELU as the tile is split), then transposed and split into three
 //! bf16 planes once; the weight (`[c_out][kernel][c_in]`) is split once at load. A dilated
-//! conv's taps are not adjacent rows: each tap is a product of its own, added to the others'.
+//! conv's taps are not adjacent rows: each tap reads a window of its own, and the tile kernel
+//! sums the taps in its accumulators.
 //! A transposed conv is a stride-1 conv over input frames ([`TileConvTranspose`]).
 //!
 //! The products come out time-major and are transposed back, 16 x 16 at a time in registers,
@@ -363,7 +364,7 @@ impl<'a> TimeMajor<'a> {
 
     /// The windows of `steps` output steps, `stride` plane rows apart, their taps `dilation`
     /// rows apart, times `right`, into `buf`. Without dilation a window is one run of
-    /// consecutive rows; with it, each tap is a product of its own, added to the others'.
+    /// consecutive rows; with it, each tap reads its own, summed in the same accumulators.
     pub(super) fn windows(
         planes: &SplitPlanes,
         (steps, stride, dilation): (usize, usize, usize),
@@ -373,7 +374,8 @@ impl<'a> TimeMajor<'a> {
         let row_blocks = steps.div_ceil(BLOCK);
         let width = right.n().div_ceil(BLOCK) * BLOCK;
         let all_steps = right.k().div_ceil(KSTEP);
-        // Taps run one product each only when dilated (the steps of a tap are its channels).
+        // Without dilation a window is one run of rows; with it, each tap is a run of its own
+        // (the steps of a tap are its channels), summed in the tiles.
         let taps = if dilation == 1 {
             1
         } else {
@@ -387,15 +389,14 @@ impl<'a> TimeMajor<'a> {
         for cb in 0..width / BLOCK {
             for rb in 0..row_blocks {
                 let out = &mut buf[rb * BLOCK * width + cb * BLOCK..];
-                for tap in 0..taps {
-                    let part = WindowPart {
-                        first_row: rb * BLOCK * stride + tap * dilation,
-                        row_step: stride,
-                        steps: tap * per_tap..(tap + 1) * per_tap,
-                        accumulate: tap > 0,
-                    };
-                    amx::window_block(planes, &part, (right, cb), (out, width), &tiles);
-                }
+                let part = WindowPart {
+                    first_row: rb * BLOCK * stride,
+                    row_step: stride,
+                    taps,
+                    tap_rows: dilation,
+                    steps_per_tap: per_tap,
+                };
+                amx::window_block(planes, &part, (right, cb), (out, width), &tiles);
             }
         }
         TimeMajor { values: buf, width }
