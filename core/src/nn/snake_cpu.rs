@@ -3,9 +3,10 @@
 //! libm's `sinf` is scalar and was a fifth of SNAC's decode time, so on x86-64 the sine is
 //! evaluated 16 (AVX-512) or 8 (AVX2 + FMA) lanes at a time: reduction by multiples of pi/2
 //! (Cody-Waite, three parts, fused multiply-adds) and Cephes' single-precision minimax
-//! polynomials for sin and cos on [-pi/4, pi/4], within 2 ulp of the true sine like torch's own
-//! vectorised sine (SLEEF, 1 ulp). Only `sin^2` is needed, so the quadrant picks sin or cos and
-//! the sign is dropped. Vectors holding an |alpha * x| > 8192, where the three-part reduction
+//! polynomial for sin on [-pi/4, pi/4], within 2 ulp of the true sine like torch's own
+//! vectorised sine (SLEEF, 1 ulp). Only `sin^2` is needed, so the sign is dropped and odd
+//! quadrants take `cos^2 = 1 - sin^2` (in [1/2, 1], no cancellation) instead of a second
+//! polynomial. Vectors holding an |alpha * x| > 8192, where the three-part reduction
 //! loses accuracy, or a NaN go through libm.
 
 /// Largest |alpha * x| the vector reduction handles accurately.
@@ -15,13 +16,10 @@ const FAST_RANGE: f32 = 8192.0;
 const PIO2_1: f32 = 1.570_312_5;
 const PIO2_2: f32 = 4.837_513e-4;
 const PIO2_3: f32 = 7.549_79e-8;
-// Cephes sinf / cosf coefficients on [-pi/4, pi/4].
+// Cephes sinf coefficients on [-pi/4, pi/4].
 const S1: f32 = -1.666_665_5e-1;
 const S2: f32 = 8.332_161e-3;
 const S3: f32 = -1.951_529_6e-4;
-const C1: f32 = 4.166_664_6e-2;
-const C2: f32 = -1.388_731_6e-3;
-const C3: f32 = 2.443_315_7e-5;
 
 /// Per-channel Snake parameters as the kernels take them: `alpha` and `1 / (alpha + 1e-9)`.
 #[derive(Clone, Copy, Debug)]
@@ -82,19 +80,13 @@ mod avx2 {
         let ps = _mm256_fmadd_ps(z, _mm256_set1_ps(S3), _mm256_set1_ps(S2));
         let ps = _mm256_fmadd_ps(z, ps, _mm256_set1_ps(S1));
         let sin = _mm256_fmadd_ps(_mm256_mul_ps(r, z), ps, r);
-        // cos(r) = 1 - z/2 + z^2 (C1 + z (C2 + z C3))
-        let pc = _mm256_fmadd_ps(z, _mm256_set1_ps(C3), _mm256_set1_ps(C2));
-        let pc = _mm256_fmadd_ps(z, pc, _mm256_set1_ps(C1));
-        let cos = _mm256_fmadd_ps(
-            _mm256_mul_ps(z, z),
-            pc,
-            _mm256_fnmadd_ps(_mm256_set1_ps(0.5), z, _mm256_set1_ps(1.0)),
-        );
-        // Odd quadrants take the cosine; the sign vanishes in the square.
+        let sin_sq = _mm256_mul_ps(sin, sin);
+        // Odd quadrants: cos^2 = 1 - sin^2, in [1/2, 1], where the subtraction loses nothing
+        // (one polynomial instead of two and a blend of them).
         let odd = _mm256_and_si256(_mm256_cvtps_epi32(j), _mm256_set1_epi32(1));
         let use_cos = _mm256_castsi256_ps(_mm256_cmpeq_epi32(odd, _mm256_set1_epi32(1)));
-        let v = _mm256_blendv_ps(sin, cos, use_cos);
-        _mm256_mul_ps(v, v)
+        let cos_sq = _mm256_sub_ps(_mm256_set1_ps(1.0), sin_sq);
+        _mm256_blendv_ps(sin_sq, cos_sq, use_cos)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -148,17 +140,11 @@ mod avx512 {
         let ps = _mm512_fmadd_ps(z, _mm512_set1_ps(S3), _mm512_set1_ps(S2));
         let ps = _mm512_fmadd_ps(z, ps, _mm512_set1_ps(S1));
         let sin = _mm512_fmadd_ps(_mm512_mul_ps(r, z), ps, r);
-        let pc = _mm512_fmadd_ps(z, _mm512_set1_ps(C3), _mm512_set1_ps(C2));
-        let pc = _mm512_fmadd_ps(z, pc, _mm512_set1_ps(C1));
-        let cos = _mm512_fmadd_ps(
-            _mm512_mul_ps(z, z),
-            pc,
-            _mm512_fnmadd_ps(_mm512_set1_ps(0.5), z, _mm512_set1_ps(1.0)),
-        );
+        let sin_sq = _mm512_mul_ps(sin, sin);
+        // Odd quadrants: cos^2 = 1 - sin^2, in [1/2, 1], where the subtraction loses nothing.
         let odd = _mm512_and_si512(_mm512_cvtps_epi32(j), _mm512_set1_epi32(1));
         let use_cos = _mm512_cmpeq_epi32_mask(odd, _mm512_set1_epi32(1));
-        let v = _mm512_mask_blend_ps(use_cos, sin, cos);
-        _mm512_mul_ps(v, v)
+        _mm512_mask_sub_ps(sin_sq, use_cos, _mm512_set1_ps(1.0), sin_sq)
     }
 
     #[target_feature(enable = "avx512f")]
