@@ -11,7 +11,7 @@ use super::conv_amx::{ChannelMajor, TileConv, TimeMajor, tile_steps, window_rows
 use super::conv_cpu::{PreAct, fill_span_strided, run_jobs};
 use super::elu::elu_in_place;
 use super::gemm::{SharedOut, assume_init, uninit_buffer};
-use super::snake_cpu::{SnakeParams, snake_channels_in_place};
+use super::snake_cpu::{SnakeParams, snake_channel_rows_in_place};
 
 /// The unit's two activations.
 #[derive(Clone, Copy)]
@@ -114,18 +114,27 @@ pub(super) fn run(
             &mut scratch.b,
         )
         .width;
-        // act2(conv1 + bias), step by step as it lies.
-        for row in scratch.b.chunks_exact_mut(width).take(nt) {
-            if let Some(b1) = unit.conv1.1 {
+        // act2(conv1 + bias), step by step as it lies. ELU is the same function of every
+        // value, so where the rows hold no padding columns it runs over the block in one call:
+        // a call per 32-value step was a fifth of Mimi's 64-channel unit (8.8 -> 3.2 ms of its
+        // 45 ms on two threads).
+        let block = &mut scratch.b[..nt * width];
+        if let Some(b1) = unit.conv1.1 {
+            for row in block.chunks_exact_mut(width) {
                 for (v, &b) in row.iter_mut().zip(b1) {
                     *v += b;
                 }
             }
-            match unit.activation {
-                UnitActivation::Elu => elu_in_place(&mut row[..hidden]),
-                UnitActivation::Snake(_, s2) => {
-                    snake_channels_in_place(&mut row[..hidden], s2.alpha, s2.inv)
+        }
+        match unit.activation {
+            UnitActivation::Elu if width == hidden => elu_in_place(block),
+            UnitActivation::Elu => {
+                for row in block.chunks_exact_mut(width) {
+                    elu_in_place(&mut row[..hidden]);
                 }
+            }
+            UnitActivation::Snake(_, s2) => {
+                snake_channel_rows_in_place(block, width, hidden, s2.alpha, s2.inv)
             }
         }
         let rows = window_rows(nt, 1, 1);

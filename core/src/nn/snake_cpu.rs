@@ -186,6 +186,20 @@ mod avx512 {
         }
     }
 
+    /// [`super::snake_channel_rows_in_place`] on AVX-512.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn snake_channel_rows_in_place(
+        buf: &mut [f32],
+        width: usize,
+        channels: usize,
+        alpha: &[f32],
+        inv: &[f32],
+    ) {
+        for row in buf.chunks_exact_mut(width) {
+            snake_channels_in_place(&mut row[..channels], alpha, inv);
+        }
+    }
+
     /// Up to 16 values with their lanes' parameters (`scalar(j)` for lane `j`). A lane whose
     /// |alpha * x| is beyond the fast range (or NaN) goes through libm alone, so that every
     /// value's bits depend only on its own value and parameters, not on its neighbours.
@@ -215,6 +229,27 @@ mod avx512 {
                 }
             }
         }
+    }
+}
+
+/// [`snake_channels_in_place`] over each of the rows of `width` values in `buf` (the first
+/// `channels` of each), dispatched once for the whole block: per 64-value row the dispatch and
+/// the call cost about as much as the sines.
+pub(crate) fn snake_channel_rows_in_place(
+    buf: &mut [f32],
+    width: usize,
+    channels: usize,
+    alpha: &[f32],
+    inv: &[f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        unsafe { avx512::snake_channel_rows_in_place(buf, width, channels, alpha, inv) };
+        return;
+    }
+    for row in buf.chunks_exact_mut(width) {
+        snake_channels_in_place(&mut row[..channels], alpha, inv);
     }
 }
 
