@@ -143,7 +143,7 @@ thread_local! {
 
 /// Run `f` on this thread's scratch buffers (fresh ones if they are in use further up the
 /// stack, as when a thread waiting in a nested parallel call steals a job).
-fn with_thread_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+pub(crate) fn with_thread_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut scratch) => f(&mut scratch),
         Err(_) => f(&mut Scratch::default()),

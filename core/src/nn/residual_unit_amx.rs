@@ -5,7 +5,7 @@
 //! `conv2` (and the shortcut conv over the raw input), and writes the sum, transposed, into the
 //! output.
 
-use super::amx::SplitPlanes;
+use super::amx::{BLOCK, SplitPlanes};
 use super::conv::EdgeMode;
 use super::conv_amx::{ChannelMajor, TileConv, TimeMajor, tile_steps, window_rows};
 use super::conv_cpu::{PreAct, fill_span_strided, run_jobs};
@@ -139,7 +139,9 @@ pub(super) fn run(
         }
         let rows = window_rows(nt, 1, 1);
         let planes = SplitPlanes::take_time_major(&scratch.b, width, hidden, nt, rows);
-        let y = TimeMajor::windows(&planes, (nt, 1, 1), unit.conv2.0.right(), &mut scratch.c);
+        let conv2 = unit.conv2.0.right();
+        let cbs = 0..conv2.n().div_ceil(BLOCK);
+        let y = TimeMajor::windows(&planes, (nt, 1, 1), cbs, conv2, &mut scratch.c);
         planes.release();
         // Samples t0..t0+nt of the input are columns pad.0.. of the span.
         let own = (&span[unit.pad.0..], ld);
@@ -165,7 +167,7 @@ pub(super) fn run(
             },
         };
         // SAFETY: job (b, tile) alone writes samples t0..t0+nt of batch b's rows.
-        unsafe { y.store(0..nt, c, skip.as_ref(), &dst) };
+        unsafe { y.store(0..nt, 0..c, skip.as_ref(), &dst) };
     });
     // SAFETY: the jobs cover every (batch, tile) and write every channel of their samples.
     unsafe { assume_init(out) }
