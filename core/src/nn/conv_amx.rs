@@ -705,7 +705,10 @@ mod tests {
             let tiles = conv1d_tiles_split(&x, &conv, &f, &g, false);
             let columns = conv1d_tiles_split(&x, &conv, &f, &g, true);
             assert!(
-                tiles.iter().zip(&columns).all(|(a, b)| a.to_bits() == b.to_bits()),
+                tiles
+                    .iter()
+                    .zip(&columns)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
                 "{c_in}->{c_out} k{kernel} s{stride}"
             );
             let want = conv1d_gemm(&x, &w, &f, &g);
