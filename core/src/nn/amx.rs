@@ -517,6 +517,10 @@ pub(crate) struct WindowPart {
     pub taps: usize,
     pub tap_rows: usize,
     pub steps_per_tap: usize,
+    /// With one tap: the window's (and the right operand's) first step, for a slice of `k`.
+    pub first_step: usize,
+    /// Add to what `out` holds (the sum of earlier slices), else write over it.
+    pub accumulate: bool,
 }
 
 /// `out = left x right` for one 32 x 32 block of a convolution: output row `i` (a time step)
@@ -540,10 +544,14 @@ pub(crate) fn window_block(
     let w = planes.width;
     let (first_row, row_step) = (part.first_row, part.row_step);
     let (taps, per_tap, tap_rows) = (part.taps, part.steps_per_tap, part.tap_rows);
+    let first_step = part.first_step;
     let reach = first_row + (BLOCK - 1) * row_step + (taps.max(1) - 1) * tap_rows;
-    let last = reach * w + per_tap * KSTEP;
+    let last = reach * w + (first_step + per_tap) * KSTEP;
     assert!(
-        taps >= 1 && per_tap >= 1 && taps * per_tap <= right.steps,
+        taps >= 1
+            && per_tap >= 1
+            && (taps == 1 || first_step == 0)
+            && first_step + taps * per_tap <= right.steps,
         "amx: window steps"
     );
     assert!(
@@ -562,10 +570,10 @@ pub(crate) fn window_block(
     let block_operand = right.steps * STEP_LEN;
     let block = &right.data.as_slice()[cb * block_operand..][..block_operand];
     let operands = platform::Windows {
-        hi: data[first_row * w..].as_ptr(),
+        hi: data[first_row * w + first_step * KSTEP..].as_ptr(),
         plane_bytes: planes.plane * 2,
         row_bytes: row_step * w * 2,
-        right: block.as_ptr(),
+        right: block[first_step * STEP_LEN..].as_ptr(),
         taps,
         steps_per_tap: per_tap,
         // From the end of a tap's window to the start of the next one's.
@@ -575,7 +583,7 @@ pub(crate) fn window_block(
     // tap lies inside its plane (asserted; the planes are `plane` values apart), the right
     // operand's block holds the taps' steps (asserted), `out` 32 rows of 32, `ld` apart
     // (asserted).
-    unsafe { platform::window_block(&operands, out.as_mut_ptr(), ld) };
+    unsafe { platform::window_block(&operands, out.as_mut_ptr(), ld, part.accumulate) };
 }
 
 /// A time-major block of products (plus another of the same shape) into channel-major
@@ -817,15 +825,15 @@ mod platform {
         pub tap_jump: usize,
     }
 
-    /// `c = left x right` for one 32 x 32 block of windows, summed over the taps, `c` 32 rows
-    /// of 32, `ldc` apart.
+    /// `c (+)= left x right` for one 32 x 32 block of windows, summed over the taps, `c` 32
+    /// rows of 32, `ldc` apart; added to what `c` holds with `accumulate`.
     ///
     /// # Safety
     /// Tiles configured on this thread ([`Tiles`]); `taps, steps_per_tap >= 1`; each part has
     /// 32 rows of `steps_per_tap * 32` values readable from each tap's start, `row_bytes`
     /// apart; the right pointer has `taps * steps_per_tap` steps of 6 KiB readable; `c` 32
     /// writable rows of 32.
-    pub(super) unsafe fn window_block(op: &Windows, c: *mut f32, ldc: usize) {
+    pub(super) unsafe fn window_block(op: &Windows, c: *mut f32, ldc: usize, accumulate: bool) {
         debug_assert!(op.taps >= 1 && op.steps_per_tap >= 1);
         let half = 16 * op.row_bytes;
         // SAFETY: the caller's contract. As `block`, each step going through the partial
@@ -836,6 +844,18 @@ mod platform {
         // the tiles throughout.
         unsafe {
             asm!(
+                // The accumulators start at zero, or with `accumulate` (in `n` until the
+                // loop needs it) at the block's values in `c`.
+                "test {n}, {n}",
+                "jz 4f",
+                "tileloadd tmm0, [{c} + {ldc}*1]",
+                "tileloadd tmm1, [{c} + {ldc}*1 + 64]",
+                "lea {t}, [{c} + {ldc}*8]",
+                "lea {t}, [{t} + {ldc}*8]",
+                "tileloadd tmm2, [{t} + {ldc}*1]",
+                "tileloadd tmm3, [{t} + {ldc}*1 + 64]",
+                "jmp 2f",
+                "4:",
                 "tilezero tmm0",
                 "tilezero tmm1",
                 "tilezero tmm2",
@@ -890,7 +910,7 @@ mod platform {
                 b = inout(reg) op.right => _,
                 s = in(reg) 64usize,
                 step = const STEP_BYTES,
-                n = out(reg) _,
+                n = inout(reg) usize::from(accumulate) => _,
                 per_tap = in(reg) op.steps_per_tap,
                 taps = inout(reg) op.taps => _,
                 jump = in(reg) op.tap_jump,
@@ -1254,7 +1274,7 @@ mod platform {
         pub tap_jump: usize,
     }
 
-    pub(super) unsafe fn window_block(_: &Windows, _: *mut f32, _: usize) {
+    pub(super) unsafe fn window_block(_: &Windows, _: *mut f32, _: usize, _: bool) {
         unreachable!("AMX is never available here")
     }
 

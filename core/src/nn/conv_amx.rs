@@ -385,6 +385,10 @@ pub(super) fn tile_steps(per_step: usize, l_out: usize, weight_bytes: usize) -> 
     by_cache.min(by_threads).max(BLOCK)
 }
 
+/// Steps of `k` (32 values each) a one-tap window block runs before its partial sums go back
+/// to memory.
+const WINDOW_SLICE_STEPS: usize = 32;
+
 /// A time tile's products, `[steps][width]` (time-major, `width` a whole number of blocks).
 pub(super) struct TimeMajor<'a> {
     pub values: &'a [f32],
@@ -444,17 +448,32 @@ impl<'a> TimeMajor<'a> {
         // row (the extra values are read, never written out).
         buf.resize((row_blocks * BLOCK + TILE) * width, 0.0);
         let tiles = Tiles::configure();
-        for cb in cbs {
-            for rb in 0..row_blocks {
-                let out = &mut buf[rb * BLOCK * width + cb * BLOCK..];
-                let part = WindowPart {
-                    first_row: rb * BLOCK * stride,
-                    row_step: stride,
-                    taps,
-                    tap_rows: dilation,
-                    steps_per_tap: per_tap,
-                };
-                amx::window_block(planes, &part, (right, cb), (out, width), &tiles);
+        // A strided conv's long window (thousands of values) runs `k` in slices, each over
+        // every block of the range, the partial sums kept in `buf` (the same bits: they go
+        // through memory as f32): a slice of the right operand stays in L2 while the row
+        // blocks pass, where whole windows fit L2 with neither operand. Mimi's 512 -> 1024
+        // stride-8 conv (windows of 8192): 19.4 -> 18.4 ms, medians of 15 calls; its 256 -> 512
+        // stride-6 conv 16.6 -> 16.0.
+        let slice = if taps == 1 && stride > 1 {
+            WINDOW_SLICE_STEPS
+        } else {
+            per_tap
+        };
+        for k0 in (0..per_tap).step_by(slice) {
+            for cb in cbs.clone() {
+                for rb in 0..row_blocks {
+                    let out = &mut buf[rb * BLOCK * width + cb * BLOCK..];
+                    let part = WindowPart {
+                        first_row: rb * BLOCK * stride,
+                        row_step: stride,
+                        taps,
+                        tap_rows: dilation,
+                        steps_per_tap: slice.min(per_tap - k0),
+                        first_step: k0,
+                        accumulate: k0 > 0,
+                    };
+                    amx::window_block(planes, &part, (right, cb), (out, width), &tiles);
+                }
             }
         }
         TimeMajor { values: buf, width }
@@ -563,6 +582,8 @@ mod tests {
             (32, 70, 10, 5, 333, EdgeMode::Replicate),
             (64, 32, 1, 1, 65, EdgeMode::Zeros),
             (96, 128, 4, 2, 5000, EdgeMode::Zeros),
+            // A window of 40 steps of `k`: two slices, the second short.
+            (128, 64, 10, 5, 2000, EdgeMode::Zeros),
         ] {
             let g = ConvGeom {
                 edge,
