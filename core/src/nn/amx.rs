@@ -176,6 +176,11 @@ impl AmxRight {
         self.n
     }
 
+    /// All of the operand's blocks of 32 columns.
+    pub(crate) fn column_blocks(&self) -> std::ops::Range<usize> {
+        0..self.n.div_ceil(BLOCK)
+    }
+
     /// Bytes of the split operand.
     pub(crate) fn bytes(&self) -> usize {
         self.data.0.len() * 64
@@ -510,7 +515,7 @@ impl SplitPlanes {
 /// What a convolution block [`window_block`] computes: for each of `taps` taps, the window of
 /// `steps_per_tap` steps (32 values of `k` each) from plane row `first_row + tap * tap_rows`
 /// (output rows `row_step` rows apart) times the right operand's next `steps_per_tap` steps
-/// (the taps' steps follow each other from step 0), all summed.
+/// (the taps' steps follow each other from step `first_step`), all summed.
 pub(crate) struct WindowPart {
     pub first_row: usize,
     pub row_step: usize,
@@ -523,12 +528,13 @@ pub(crate) struct WindowPart {
     pub accumulate: bool,
 }
 
-/// `out = left x right` for one 32 x 32 block of a convolution: output row `i` (a time step)
-/// is the sum over the taps of the window starting at row `first_row + i * row_step + tap *
-/// tap_rows` of the planes, times the tap's steps of column block `cb` of `right`. `out` holds
-/// 32 rows of 32, `ld` apart; rows and columns past the operands' ends hold products of
-/// padding. A dilated conv's taps run in one call, accumulating in the tiles (their partial
-/// sums stored and reloaded between taps cost DAC's dilated units 5-15%).
+/// `out (+)= left x right` for one 32 x 32 block of a convolution: output row `i` (a time
+/// step) is the sum over the taps of the window starting at plane row `first_row + i *
+/// row_step + tap * tap_rows`, times the tap's steps of column block `cb` of `right`, added
+/// to what `out` holds with `part.accumulate`. `out` holds 32 rows of 32, `ld` apart; rows and
+/// columns past the operands' ends hold products of padding. A dilated conv's taps run in one
+/// call, accumulating in the tiles (their partial sums stored and reloaded between taps cost
+/// DAC's dilated units 5-15%).
 ///
 /// # Panics
 /// When a window of the 32 rows reaches past the planes, the steps past the right operand, or
@@ -545,8 +551,6 @@ pub(crate) fn window_block(
     let (first_row, row_step) = (part.first_row, part.row_step);
     let (taps, per_tap, tap_rows) = (part.taps, part.steps_per_tap, part.tap_rows);
     let first_step = part.first_step;
-    let reach = first_row + (BLOCK - 1) * row_step + (taps.max(1) - 1) * tap_rows;
-    let last = reach * w + (first_step + per_tap) * KSTEP;
     assert!(
         taps >= 1
             && per_tap >= 1
@@ -554,6 +558,8 @@ pub(crate) fn window_block(
             && first_step + taps * per_tap <= right.steps,
         "amx: window steps"
     );
+    let reach = first_row + (BLOCK - 1) * row_step + (taps - 1) * tap_rows;
+    let last = reach * w + (first_step + per_tap) * KSTEP;
     assert!(
         last <= planes.plane && cb * BLOCK < right.n,
         "amx: window block"

@@ -132,33 +132,35 @@ const COLUMN_SPLIT_PLANES: usize = 16 << 20;
 /// alternated). Its encoder's 512 -> 1024 stride-8 conv (50 MB) is unchanged at 19-20 ms: its
 /// windows of 8192 values fit L2 with neither operand, and reading them bounds it.
 pub(crate) fn conv1d_tiles(x: &[f32], conv: &TileConv, f: &Fusion, g: &ConvGeom) -> Vec<f32> {
-    let l_out = g.l_out().expect("checked by the caller");
-    let tile = tile_steps(conv.stride * conv.c_in, l_out, conv.right.bytes());
-    let threads = rayon::current_num_threads();
-    let whole_planes = window_rows(l_out, g.stride, (g.kernel - 1) * g.dilation + 1) * g.c_in * 6;
-    let by_columns = l_out > tile
-        && threads > 1
-        && g.c_out.div_ceil(BLOCK) >= threads
-        && conv.right.bytes() >= COLUMN_SPLIT_WEIGHT
-        && whole_planes <= COLUMN_SPLIT_PLANES;
-    conv1d_tiles_split(x, conv, f, g, by_columns)
+    conv1d_tiles_split(x, conv, f, g, None)
 }
 
-/// [`conv1d_tiles`] by time tiles, or by shares of the column blocks over the whole signal.
+/// [`conv1d_tiles`] by time tiles or by shares of the column blocks over the whole signal:
+/// as `by_columns` says, else as the sizes call for.
 fn conv1d_tiles_split(
     x: &[f32],
     conv: &TileConv,
     f: &Fusion,
     g: &ConvGeom,
-    by_columns: bool,
+    by_columns: Option<bool>,
 ) -> Vec<f32> {
     debug_assert!(conv.applies(g, f));
     let l_out = g.l_out().expect("checked by the caller");
     let tile = tile_steps(conv.stride * conv.c_in, l_out, conv.right.bytes());
     let n_tiles = l_out.div_ceil(tile);
+    let col_blocks = conv.right.column_blocks().end;
+    let threads = rayon::current_num_threads();
+    let reach = (g.kernel - 1) * g.dilation + 1;
+    let by_columns = by_columns.unwrap_or_else(|| {
+        let whole_planes = window_rows(l_out, g.stride, reach) * g.c_in * 6;
+        n_tiles > 1
+            && threads > 1
+            && col_blocks >= threads
+            && conv.right.bytes() >= COLUMN_SPLIT_WEIGHT
+            && whole_planes <= COLUMN_SPLIT_PLANES
+    });
     let mut out = uninit_buffer(g.batch * g.c_out * l_out);
     let shared = SharedOut::new_uninit(&mut out);
-    let col_blocks = g.c_out.div_ceil(BLOCK);
     // Steps t0..t0 + nt of batch item b, column blocks `cbs`.
     let run = |b: usize, (t0, nt): (usize, usize), cbs: Range<usize>, scratch: &mut Scratch| {
         let xb = &x[b * g.c_in * g.l_in..][..g.c_in * g.l_in];
@@ -185,13 +187,14 @@ fn conv1d_tiles_split(
             );
             (&scratch.b[..], len)
         };
-        let reach = (g.kernel - 1) * g.dilation + 1;
-        let rows = window_rows(nt, g.stride, reach);
-        let planes = SplitPlanes::take_transposed(span, g.c_in, len, rows, elu);
-        let geometry = (nt, g.stride, g.dilation);
-        let products =
-            TimeMajor::windows(&planes, geometry, cbs.clone(), &conv.right, &mut scratch.a);
-        planes.release();
+        let products = TimeMajor::compute(
+            span,
+            (g.c_in, len),
+            (nt, g.stride, g.dilation),
+            elu,
+            (&conv.right, cbs.clone()),
+            &mut scratch.a,
+        );
         let dst = ChannelMajor {
             out: &shared,
             first: b * g.c_out * l_out + t0,
@@ -204,7 +207,6 @@ fn conv1d_tiles_split(
         unsafe { products.store(0..nt, channels, None, &dst) };
     };
     if by_columns {
-        let threads = rayon::current_num_threads();
         let per = col_blocks.div_ceil(threads);
         (0..g.batch * threads).into_par_iter().for_each(|job| {
             let (b, part) = (job / threads, job % threads);
@@ -345,7 +347,7 @@ pub(crate) fn conv_transpose1d_tiles(
             (g.c_in, len),
             (nq, 1, 1),
             elu,
-            &conv.right,
+            (&conv.right, conv.right.column_blocks()),
             &mut scratch.a,
         );
         // The same products as `[nq * s][c_out]`: one row per output sample.
@@ -404,20 +406,19 @@ pub(super) fn window_rows(steps: usize, stride: usize, reach: usize) -> usize {
 impl<'a> TimeMajor<'a> {
     /// The windows of `steps` output steps, `stride` input steps apart, their taps `dilation`
     /// steps apart, over `span` (channel-major and padded: channel `c`'s `len` samples at
-    /// `span.0[c * span.1..]`, activated by ELU on the way with `elu`), times `right`, into
-    /// `buf`.
+    /// `span.0[c * span.1..]`, activated by ELU on the way with `elu`), times column blocks
+    /// `cbs` of `right`, into `buf`.
     pub(super) fn compute(
         span: (&[f32], usize),
         (c_in, len): (usize, usize),
         (steps, stride, dilation): (usize, usize, usize),
         elu: bool,
-        right: &AmxRight,
+        (right, cbs): (&AmxRight, Range<usize>),
         buf: &'a mut Vec<f32>,
     ) -> Self {
         let reach = (right.k() / c_in - 1) * dilation + 1;
         let rows = window_rows(steps, stride, reach);
         let planes = SplitPlanes::take_transposed(span, c_in, len, rows, elu);
-        let cbs = 0..right.n().div_ceil(BLOCK);
         let products = Self::windows(&planes, (steps, stride, dilation), cbs, right, buf);
         planes.release();
         products
@@ -723,8 +724,8 @@ mod tests {
                 residual: Some(&residual),
                 ..Default::default()
             };
-            let tiles = conv1d_tiles_split(&x, &conv, &f, &g, false);
-            let columns = conv1d_tiles_split(&x, &conv, &f, &g, true);
+            let tiles = conv1d_tiles_split(&x, &conv, &f, &g, Some(false));
+            let columns = conv1d_tiles_split(&x, &conv, &f, &g, Some(true));
             assert!(
                 tiles
                     .iter()

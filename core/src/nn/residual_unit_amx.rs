@@ -5,7 +5,7 @@
 //! `conv2` (and the shortcut conv over the raw input), and writes the sum, transposed, into the
 //! output.
 
-use super::amx::{BLOCK, SplitPlanes};
+use super::amx::SplitPlanes;
 use super::conv::EdgeMode;
 use super::conv_amx::{ChannelMajor, TileConv, TimeMajor, tile_steps, window_rows};
 use super::conv_cpu::{PreAct, fill_span_strided, run_jobs};
@@ -110,7 +110,7 @@ pub(super) fn run(
             (c, len),
             (nt, 1, dilation),
             elu,
-            conv1,
+            (conv1, conv1.column_blocks()),
             &mut scratch.b,
         )
         .width;
@@ -140,7 +140,7 @@ pub(super) fn run(
         let rows = window_rows(nt, 1, 1);
         let planes = SplitPlanes::take_time_major(&scratch.b, width, hidden, nt, rows);
         let conv2 = unit.conv2.0.right();
-        let cbs = 0..conv2.n().div_ceil(BLOCK);
+        let cbs = conv2.column_blocks();
         let y = TimeMajor::windows(&planes, (nt, 1, 1), cbs, conv2, &mut scratch.c);
         planes.release();
         // Samples t0..t0+nt of the input are columns pad.0.. of the span.
@@ -151,7 +151,7 @@ pub(super) fn run(
                 (c, nt),
                 (nt, 1, 1),
                 false,
-                conv.right(),
+                (conv.right(), conv.right().column_blocks()),
                 &mut scratch.d,
             )
         });
