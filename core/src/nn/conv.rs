@@ -98,12 +98,13 @@ const STRIDED_WINOGRAD_MIN_OUT_CHANNELS: usize = 128;
 /// Strided convs with at least this many output channels (and transposed convs with at least
 /// this many input channels) keep the plain weights and gemm. In SEANet-style codecs these are
 /// the last, lowest-rate layers: a few hundred frames against tens of MB of weights, which
-/// minimal filtering doubles (four components of `[c_out, c_in s]` against `[c_out, c_in, 2 s]`),
-/// so moving weights costs more than the third of the products it saves. Mimi's 512 -> 1024
-/// stride-8 conv over 250 frames: 21.7 -> 15.4 ms; its transposed 1024 -> 512 and DAC 16 kHz's
-/// 1536 -> 768 no slower; EnCodec's 256 -> 512 (750 frames) was faster with minimal filtering,
-/// 10.6 against 13.0 ms.
-const WINOGRAD_MAX_WIDE_CHANNELS: usize = 1024;
+/// minimal filtering doubles (four components of `[c_out, c_in s]` against `[c_out, c_in, 2 s]`).
+/// Up to 1024 channels minimal filtering still gains, as its products stream such weights once
+/// per call (`conv_polyphase_winograd`'s large-weight jobs): Mimi's 512 -> 1024 stride-8 conv
+/// over 250 frames 20.8 -> 17.3 ms, its transposed 1024 -> 512 25.2 -> 18.0 (on a Zen 4). DAC's
+/// 1536-channel layers were level either way (16 kHz decode 2.19-2.40 against 2.26-2.29 s), so
+/// they keep the plain weights, half as large.
+const WINOGRAD_MAX_WIDE_CHANNELS: usize = 1536;
 
 /// The form in which the CPU kernels hold a conv's weights: a conv run by minimal filtering
 /// keeps only its transformed weights.

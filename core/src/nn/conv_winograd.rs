@@ -25,7 +25,8 @@
 
 use super::conv::EdgeMode;
 use super::conv_cpu::{ConvGeom, Fusion, fill_span, run_jobs};
-use super::gemm::{MatRef, SharedOut};
+use super::gemm::SharedOut;
+use super::panel_gemm::{self, PackedRows};
 
 /// Outputs per tile, and taps per piece of a split kernel (the last piece takes the rest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,8 +166,8 @@ pub(crate) struct WinogradWeights {
     pieces: Vec<Piece>,
     pub(crate) c_in: usize,
     pub(crate) c_out: usize,
-    /// `[component][c_out][c_in]`, components of all pieces in order.
-    u: Vec<f32>,
+    /// Per component (of all pieces in order), `[c_out][c_in]` packed for the products.
+    u: Vec<PackedRows>,
 }
 
 impl WinogradWeights {
@@ -183,11 +184,10 @@ impl WinogradWeights {
             .map(|t| Piece::new(t, plan.piece_taps.min(kernel - t), m))
             .collect();
         let comps: usize = pieces.iter().map(Piece::components).sum();
-        let mut u = vec![0f32; comps * c_out * c_in];
-        let mut base = 0;
+        let mut u = Vec::with_capacity(comps);
+        let mut dst = vec![0f32; c_out * c_in];
         for piece in &pieces {
-            for (i, g_row) in piece.g.iter().enumerate() {
-                let dst = &mut u[(base + i) * c_out * c_in..][..c_out * c_in];
+            for g_row in &piece.g {
                 for (oc, v) in dst.iter_mut().enumerate() {
                     let taps = &w[oc * kernel + piece.first_tap..][..piece.taps];
                     *v = g_row
@@ -196,8 +196,8 @@ impl WinogradWeights {
                         .map(|(&g, &t)| g * f64::from(t))
                         .sum::<f64>() as f32;
                 }
+                u.push(PackedRows::new(&dst, c_out, c_in));
             }
-            base += piece.components();
         }
         WinogradWeights {
             m,
@@ -339,52 +339,34 @@ pub(crate) fn tile_sums(
     // before they are read (each sum's first term, V's first term, M by gemm without
     // accumulation), so only grown elements are cleared.
     acc.resize(m * c_out * tiles, 0.0);
-    // One component at a time: V = B^T x [c_in][tiles], M = U V [c_out][tiles], then M
-    // into the sums by A^T.
-    vm.resize((c_in + c_out) * tiles, 0.0);
-    let (v, mm) = vm.split_at_mut(c_in * tiles);
+    // One component at a time: V = B^T x, M = U V [c_out][ld], then M into the sums by A^T.
+    // V is laid out in the products' panels of `COLS` tiles, `[panel][c_in][COLS]`, and `ld`
+    // is the tiles rounded up to whole panels; the padding's columns are computed and never
+    // read.
+    const COLS: usize = panel_gemm::COLS;
+    let ld = tiles.next_multiple_of(COLS);
+    vm.resize((c_in + c_out) * ld, 0.0);
+    let (v, mm) = vm.split_at_mut(c_in * ld);
     let mut comp = 0;
+    let wide = simd::wide();
+    let mut offsets = Vec::new();
     for (pi, piece) in ww.pieces.iter().enumerate() {
         for (i, terms) in piece.bt.iter().enumerate() {
-            for (c, dst) in v.chunks_exact_mut(tiles).enumerate() {
-                let tap = |j: usize| {
-                    let t = piece.first_tap + j;
-                    &parts[(m * c + t % m) * part_len + (t / m) * d..][..tiles]
-                };
-                let (j0, w0) = terms[0];
-                for (o, &s) in dst.iter_mut().zip(tap(j0)) {
-                    *o = w0 * s;
-                }
-                for &(j, w) in &terms[1..] {
-                    for (o, &s) in dst.iter_mut().zip(tap(j)) {
-                        *o += w * s;
-                    }
-                }
-            }
-            let lhs = MatRef::new(&ww.u[comp * c_out * c_in..][..c_out * c_in], c_in, 1);
-            let m_out = SharedOut::new(mm);
-            // SAFETY: `mm` is this job's own buffer, disjoint from `v` and `lhs`.
-            unsafe {
-                m_out.sgemm_into(
-                    0,
-                    tiles,
-                    c_out,
-                    tiles,
-                    c_in,
-                    lhs,
-                    MatRef::new(v, tiles, 1),
-                    false,
-                    threads,
-                )
-            };
+            // Where each term's tap starts in a channel's parts.
+            offsets.clear();
+            offsets.extend(terms.iter().map(|&(j, w)| {
+                let t = piece.first_tap + j;
+                ((t % m) * part_len + (t / m) * d, w)
+            }));
+            let step = m * part_len;
+            simd::transform_inputs(wide, v, parts, step, &offsets, c_in, tiles);
+            panel_gemm::multiply(&ww.u[comp], v, tiles, mm, ld, threads);
             for (a, sums) in acc.chunks_exact_mut(c_out * tiles).enumerate() {
                 let w = piece.at[a].iter().find(|&&(k, _)| k == i).map(|&(_, w)| w);
                 // Every output's first term is in the first piece's first components.
                 let first = pi == 0 && !piece.at[a].iter().any(|&(k, _)| k < i);
-                match (w, first) {
-                    (Some(w), true) => sums.iter_mut().zip(&*mm).for_each(|(s, &v)| *s = w * v),
-                    (Some(w), false) => sums.iter_mut().zip(&*mm).for_each(|(s, &v)| *s += w * v),
-                    (None, _) => {}
+                if let Some(w) = w {
+                    simd::add_products(wide, sums, mm, tiles, ld, w, first);
                 }
             }
             comp += 1;
@@ -456,6 +438,137 @@ fn merge_parts<'a>(
                 }
             }
         }
+    }
+}
+
+/// The element-wise passes of [`tile_sums`], compiled for AVX-512 where the CPU has it (the
+/// crate's baseline is SSE2). Products and sums stay separate operations, so both builds give
+/// the same bits.
+mod simd {
+    use super::panel_gemm::COLS;
+
+    /// Whether the AVX-512 builds may run.
+    pub(super) fn wide() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::is_x86_feature_detected!("avx512f")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// `V = B^T x` for one component: `v` `[panel][c_in][COLS]` from `parts` (channel `c`'s at
+    /// `c step`), term `(offset, w)` reading `tiles` values from `offset`.
+    #[inline(always)]
+    fn transform_body(
+        v: &mut [f32],
+        parts: &[f32],
+        step: usize,
+        terms: &[(usize, f32)],
+        c_in: usize,
+        tiles: usize,
+    ) {
+        let (&(o0, w0), rest) = terms.split_first().expect("a component has terms");
+        for c in 0..c_in {
+            let chan = &parts[c * step..];
+            for t0 in (0..tiles).step_by(COLS) {
+                let n = COLS.min(tiles - t0);
+                let dst = &mut v[(t0 / COLS * c_in + c) * COLS..][..n];
+                for (o, &x) in dst.iter_mut().zip(&chan[o0 + t0..][..n]) {
+                    *o = w0 * x;
+                }
+                for &(off, w) in rest {
+                    for (o, &x) in dst.iter_mut().zip(&chan[off + t0..][..n]) {
+                        *o += w * x;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `sums[r] (+)= w m[r]` for every row `r` (`tiles` long; `m`'s rows `ld` apart), `=` when
+    /// `first`.
+    #[inline(always)]
+    fn add_products_body(
+        sums: &mut [f32],
+        m: &[f32],
+        tiles: usize,
+        ld: usize,
+        w: f32,
+        first: bool,
+    ) {
+        for (s, mr) in sums.chunks_exact_mut(tiles).zip(m.chunks(ld)) {
+            let mr = &mr[..tiles];
+            if first {
+                s.iter_mut().zip(mr).for_each(|(s, &x)| *s = w * x);
+            } else {
+                s.iter_mut().zip(mr).for_each(|(s, &x)| *s += w * x);
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn transform_avx512(
+        v: &mut [f32],
+        parts: &[f32],
+        step: usize,
+        terms: &[(usize, f32)],
+        c_in: usize,
+        tiles: usize,
+    ) {
+        transform_body(v, parts, step, terms, c_in, tiles)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn add_products_avx512(
+        sums: &mut [f32],
+        m: &[f32],
+        tiles: usize,
+        ld: usize,
+        w: f32,
+        first: bool,
+    ) {
+        add_products_body(sums, m, tiles, ld, w, first)
+    }
+
+    pub(super) fn transform_inputs(
+        wide: bool,
+        v: &mut [f32],
+        parts: &[f32],
+        step: usize,
+        terms: &[(usize, f32)],
+        c_in: usize,
+        tiles: usize,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if wide {
+            // SAFETY: `wide` says the CPU has AVX-512.
+            return unsafe { transform_avx512(v, parts, step, terms, c_in, tiles) };
+        }
+        let _ = wide;
+        transform_body(v, parts, step, terms, c_in, tiles)
+    }
+
+    pub(super) fn add_products(
+        wide: bool,
+        sums: &mut [f32],
+        m: &[f32],
+        tiles: usize,
+        ld: usize,
+        w: f32,
+        first: bool,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if wide {
+            // SAFETY: `wide` says the CPU has AVX-512.
+            return unsafe { add_products_avx512(sums, m, tiles, ld, w, first) };
+        }
+        let _ = wide;
+        add_products_body(sums, m, tiles, ld, w, first)
     }
 }
 

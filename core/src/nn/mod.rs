@@ -15,6 +15,7 @@ mod elu;
 pub mod exp;
 mod gemm;
 mod packed_linear;
+mod panel_gemm;
 mod residual_unit;
 mod residual_unit_amx;
 mod rng;
