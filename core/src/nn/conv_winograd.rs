@@ -471,16 +471,34 @@ mod simd {
         tiles: usize,
     ) {
         let (&(o0, w0), rest) = terms.split_first().expect("a component has terms");
+        let whole = tiles / COLS * COLS;
         for c in 0..c_in {
             let chan = &parts[c * step..];
-            for t0 in (0..tiles).step_by(COLS) {
-                let n = COLS.min(tiles - t0);
-                let dst = &mut v[(t0 / COLS * c_in + c) * COLS..][..n];
-                for (o, &x) in dst.iter_mut().zip(&chan[o0 + t0..][..n]) {
+            // Whole panels as fixed-size blocks (straight-line vector code), then the rest.
+            for t0 in (0..whole).step_by(COLS) {
+                let dst: &mut [f32; COLS] = (&mut v[(t0 / COLS * c_in + c) * COLS..][..COLS])
+                    .try_into()
+                    .expect("a whole panel");
+                let src: &[f32; COLS] = chan[o0 + t0..][..COLS].try_into().expect("a whole panel");
+                for (o, &x) in dst.iter_mut().zip(src) {
                     *o = w0 * x;
                 }
                 for &(off, w) in rest {
-                    for (o, &x) in dst.iter_mut().zip(&chan[off + t0..][..n]) {
+                    let src: &[f32; COLS] =
+                        chan[off + t0..][..COLS].try_into().expect("a whole panel");
+                    for (o, &x) in dst.iter_mut().zip(src) {
+                        *o += w * x;
+                    }
+                }
+            }
+            if whole < tiles {
+                let n = tiles - whole;
+                let dst = &mut v[(whole / COLS * c_in + c) * COLS..][..n];
+                for (o, &x) in dst.iter_mut().zip(&chan[o0 + whole..][..n]) {
+                    *o = w0 * x;
+                }
+                for &(off, w) in rest {
+                    for (o, &x) in dst.iter_mut().zip(&chan[off + whole..][..n]) {
                         *o += w * x;
                     }
                 }
