@@ -22,7 +22,7 @@
 use super::conv::EdgeMode;
 use super::conv_cpu::{ConvGeom, ConvTrGeom, PreAct, fill_span, run_jobs};
 use super::conv_winograd::{Plan, WinogradWeights, split_parts, tile_sums};
-use super::gemm::SharedOut;
+use super::gemm::{SharedOut, assume_init, uninit_buffer};
 use super::panel_gemm;
 
 /// F(3, 2): tiles of 3 output frames.
@@ -115,8 +115,10 @@ pub(crate) fn conv1d_strided_winograd(
     let p_end = (origin + l_out).div_ceil(m);
     let per_job = tiles_per_job(ww, rows, p_end - p_first);
     let jobs_per_batch = (p_end - p_first).div_ceil(per_job);
-    let mut out = vec![0f32; g.batch * c_out * l_out];
-    let shared = SharedOut::new(&mut out);
+    // Every output is written once by the job whose tiles hold it: no clearing pass (a
+    // single-threaded memset of up to 30 MB before the jobs start).
+    let mut out = uninit_buffer(g.batch * c_out * l_out);
+    let shared = SharedOut::new_uninit(&mut out);
     let work = ww.components() * c_out * rows * per_job;
     run_jobs(g.batch * jobs_per_batch, work, |job, scratch, threads| {
         let b = job / jobs_per_batch;
@@ -190,14 +192,16 @@ pub(crate) fn conv1d_strided_winograd(
         let mut sources = Vec::with_capacity(m);
         for oc in 0..c_out {
             // SAFETY: job (b, tiles) alone writes outputs lo..hi of batch b's rows.
-            let row = unsafe { shared.row((b * c_out + oc) * l_out + lo, hi - lo) };
+            let row = Row::new(&shared, (b * c_out + oc) * l_out + lo, hi - lo);
             let bias = bias.map_or(0.0, |bs| bs[oc]);
             sources.clear();
             sources.extend((0..m).map(|a| &acc[(a * c_out + oc) * tiles..][..tiles]));
             interleave(row, &sources, skip, bias);
         }
     });
-    out
+    // SAFETY: the jobs' tiles cover every output frame of every batch, and each job writes
+    // every sample of its frames in every row (`interleave`).
+    unsafe { assume_init(out) }
 }
 
 /// One channel's samples (whole frames of `s`) into its `s` phase rows, each split into `m`
@@ -262,49 +266,88 @@ unsafe fn regroup_avx512(src: &[f32], rows: &mut [f32], s: usize, m: usize, part
     }
 }
 
+/// A run of output samples that one job alone writes, possibly not initialised yet: written
+/// through a pointer, never read.
+struct Row {
+    ptr: *mut f32,
+    len: usize,
+}
+
+impl Row {
+    /// Elements `offset..offset + len` of `shared`.
+    ///
+    /// The caller's job must be the only one to touch them while the row lives.
+    fn new(shared: &SharedOut, offset: usize, len: usize) -> Self {
+        let ptr = shared.ptr_at(offset);
+        // In bounds: the end is in the buffer too.
+        shared.ptr_at(offset + len);
+        Row { ptr, len }
+    }
+
+    /// The elements `from..` of the row.
+    fn tail(&self, from: usize) -> Row {
+        let from = from.min(self.len);
+        // SAFETY: within the row.
+        Row {
+            ptr: unsafe { self.ptr.add(from) },
+            len: self.len - from,
+        }
+    }
+
+    fn write(&self, i: usize, v: f32) {
+        assert!(i < self.len);
+        // SAFETY: in the row (asserted), which only this job writes.
+        unsafe { self.ptr.add(i).write(v) };
+    }
+}
+
 /// `dst[i] = bias + z[start + i]` for the interleaving `z[q n + k] = sources[k][q]` of `n`
-/// sources: the tile sums (one row per output phase) back into signal order. Source-major, so
-/// that each source is read sequentially; the destination span is small enough for L1.
-fn interleave(dst: &mut [f32], sources: &[&[f32]], start: usize, bias: f32) {
+/// sources: the tile sums (one row per output phase) back into signal order.
+fn interleave(dst: Row, sources: &[&[f32]], start: usize, bias: f32) {
     let n = sources.len();
     #[cfg(target_arch = "x86_64")]
     if n == 3 && std::is_x86_feature_detected!("avx512f") {
         // The head up to a whole interleaved triple, scalar; then whole blocks of 48.
-        let head = ((3 - start % 3) % 3).min(dst.len());
-        let (head_dst, rest) = dst.split_at_mut(head);
-        interleave_scalar(head_dst, sources, start, bias);
+        let head = ((3 - start % 3) % 3).min(dst.len);
+        interleave_scalar(&Row { len: head, ..dst }, sources, start, bias);
+        let rest = dst.tail(head);
         let q0 = (start + head) / 3;
-        let blocks = rest.len() / 48;
+        let blocks = rest.len / 48;
         let src: [&[f32]; 3] = [sources[0], sources[1], sources[2]];
-        // SAFETY: the feature is present; every block's sources are in bounds (checked inside).
-        unsafe { interleave3_avx512(&mut rest[..blocks * 48], src, q0, bias) };
-        interleave_scalar(
-            &mut rest[blocks * 48..],
-            sources,
-            start + head + blocks * 48,
-            bias,
-        );
+        // SAFETY: the feature is present.
+        unsafe {
+            interleave3_avx512(
+                &Row {
+                    len: blocks * 48,
+                    ..rest
+                },
+                src,
+                q0,
+                bias,
+            )
+        };
+        let start = start + head + blocks * 48;
+        interleave_scalar(&rest.tail(blocks * 48), sources, start, bias);
         return;
     }
-    interleave_scalar(dst, sources, start, bias);
+    interleave_scalar(&dst, sources, start, bias);
 }
 
-fn interleave_scalar(dst: &mut [f32], sources: &[&[f32]], start: usize, bias: f32) {
+/// [`interleave`] source by source, so that each source is read sequentially (the row is
+/// small enough for L1).
+fn interleave_scalar(dst: &Row, sources: &[&[f32]], start: usize, bias: f32) {
     let n = sources.len();
     for (k, src) in sources.iter().enumerate() {
         // The first destination index whose interleaved position has phase k.
         let first = (k + n - start % n) % n;
         let q0 = (start + first) / n;
-        if first >= dst.len() {
-            continue;
-        }
-        for (d, &v) in dst[first..].iter_mut().step_by(n).zip(&src[q0..]) {
-            *d = bias + v;
+        for (i, &v) in (first..dst.len).step_by(n).zip(&src[q0..]) {
+            dst.write(i, bias + v);
         }
     }
 }
 
-/// [`interleave`] of three sources from their sample `q0` on, `dst` whole blocks of 48: each
+/// [`interleave`] of three sources from their sample `q0` on into whole blocks of 48: each
 /// block is 16 samples of every source, put in place by two permutes per vector (the scalar
 /// loop's stride-3 stores were 10% of a strided conv's time).
 ///
@@ -312,8 +355,9 @@ fn interleave_scalar(dst: &mut [f32], sources: &[&[f32]], start: usize, bias: f3
 /// AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn interleave3_avx512(dst: &mut [f32], src: [&[f32]; 3], q0: usize, bias: f32) {
+unsafe fn interleave3_avx512(dst: &Row, src: [&[f32]; 3], q0: usize, bias: f32) {
     use std::arch::x86_64::*;
+    assert_eq!(dst.len % 48, 0);
     // Per output vector v of a block, lane l: position p = 16 v + l is source p % 3, sample
     // p / 3. `from_ab` picks sources 0 and 1 (indices 16.. select the second operand),
     // `from_c` and `mask_c` source 2.
@@ -347,10 +391,11 @@ unsafe fn interleave3_avx512(dst: &mut [f32], src: [&[f32]; 3], q0: usize, bias:
         load_index(&from_c[2]),
     ];
     let b = _mm512_set1_ps(bias);
-    for (i, block) in dst.chunks_exact_mut(48).enumerate() {
+    for i in 0..dst.len / 48 {
         let q = q0 + 16 * i;
         let [s0, s1, s2] = src.map(|s| <&[f32; 16]>::try_from(&s[q..q + 16]).expect("in bounds"));
-        // SAFETY: 16 values of each source and 48 of `block`.
+        // SAFETY: 16 values of each source; 48 elements of the row from 48 i (its length is a
+        // multiple of 48), which only this job writes.
         unsafe {
             let (x0, x1, x2) = (
                 _mm512_loadu_ps(s0.as_ptr()),
@@ -360,7 +405,7 @@ unsafe fn interleave3_avx512(dst: &mut [f32], src: [&[f32]; 3], q0: usize, bias:
             for v in 0..3 {
                 let t = _mm512_permutex2var_ps(x0, ab[v], x1);
                 let t = _mm512_mask_permutexvar_ps(t, mask_c[v], cc[v], x2);
-                _mm512_storeu_ps(block.as_mut_ptr().add(16 * v), _mm512_add_ps(b, t));
+                _mm512_storeu_ps(dst.ptr.add(48 * i + 16 * v), _mm512_add_ps(b, t));
             }
         }
     }
@@ -438,8 +483,10 @@ pub(crate) fn conv_transpose1d_winograd(
     let p_end = (origin + f_end).div_ceil(m);
     let per_job = tiles_per_job(ww, c_in, p_end - p_first);
     let jobs_per_batch = (p_end - p_first).div_ceil(per_job);
-    let mut out = vec![0f32; g.batch * c_out * l_out];
-    let shared = SharedOut::new(&mut out);
+    // Every output is written once by the job whose tiles hold it: no clearing pass (a
+    // single-threaded memset of up to 30 MB before the jobs start).
+    let mut out = uninit_buffer(g.batch * c_out * l_out);
+    let shared = SharedOut::new_uninit(&mut out);
     let work = ww.components() * c_out * s * c_in * per_job;
     run_jobs(g.batch * jobs_per_batch, work, |job, scratch, threads| {
         let b = job / jobs_per_batch;
@@ -493,7 +540,7 @@ pub(crate) fn conv_transpose1d_winograd(
         let mut sources = Vec::with_capacity(m * s);
         for oc in 0..c_out {
             // SAFETY: job (b, tiles) alone writes the samples of its frames in batch b's rows.
-            let row = unsafe { shared.row((b * c_out + oc) * l_out + u_lo, u_hi - u_lo) };
+            let row = Row::new(&shared, (b * c_out + oc) * l_out + u_lo, u_hi - u_lo);
             let bias = bias.map_or(0.0, |bs| bs[oc]);
             // Offset of the first sample in the job's untrimmed samples; sample (q m + a) s + r
             // is phase r of component a of tile q.
@@ -505,7 +552,9 @@ pub(crate) fn conv_transpose1d_winograd(
             interleave(row, &sources, v, bias);
         }
     });
-    out
+    // SAFETY: the jobs' tiles cover every frame that reaches the trimmed output, and each job
+    // writes every sample of its frames in every row (`interleave`).
+    unsafe { assume_init(out) }
 }
 
 #[cfg(test)]
@@ -557,9 +606,13 @@ mod tests {
         for start in [0, 1, 2, 5] {
             for len in [0, 1, 47, 48, 100, 3 * 70 - start] {
                 let mut want = vec![f32::NAN; len];
-                interleave_scalar(&mut want, &sources, start, 0.25);
+                let row = |v: &mut Vec<f32>| Row {
+                    ptr: v.as_mut_ptr(),
+                    len: v.len(),
+                };
+                interleave_scalar(&row(&mut want), &sources, start, 0.25);
                 let mut got = vec![f32::NAN; len];
-                interleave(&mut got, &sources, start, 0.25);
+                interleave(row(&mut got), &sources, start, 0.25);
                 assert!(
                     want.iter()
                         .zip(&got)
