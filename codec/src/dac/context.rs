@@ -5,7 +5,7 @@
 //! geometry (index arithmetic, no estimate), so that chunked processing can take just enough
 //! context to give the same numbers as whole-file processing.
 
-use tessera_core::nn::winograd_reach_extension;
+use tessera_core::nn::{strided_winograd_reach_frames, winograd_reach_extension};
 
 use super::blocks::{UNIT_DILATIONS, UNIT_KERNEL};
 use super::config::DacConfig;
@@ -28,8 +28,9 @@ pub(crate) struct ConvShape {
     pub padding: usize,
     /// A transposed conv (upsampling by `stride`).
     pub transposed: bool,
-    /// Samples beyond the kernel's reach, on each side, that an output's value depends on
-    /// (the rest of its tile, for a conv by minimal filtering).
+    /// Inputs beyond the kernel's reach, on each side, that an output's value depends on (the
+    /// rest of its tile, for a conv by minimal filtering): samples of a plain or strided conv,
+    /// frames of a transposed conv.
     pub tile_reach: usize,
 }
 
@@ -62,12 +63,12 @@ impl ConvShape {
             self.padding as i64,
         );
         let reach = d * (k - 1);
+        let t = self.tile_reach as i64;
         if self.transposed {
             // Input i writes outputs i*s - p ..= i*s - p + reach.
-            (ceil_div(lo + p - reach, s), (hi + p).div_euclid(s))
+            (ceil_div(lo + p - reach, s) - t, (hi + p).div_euclid(s) + t)
         } else {
             // Output j reads inputs j*s - p ..= j*s - p + reach.
-            let t = self.tile_reach as i64;
             (lo * s - p - t, hi * s - p + reach + t)
         }
     }
@@ -89,6 +90,17 @@ pub(crate) fn strided(stride: usize, transposed: bool) -> ConvShape {
     }
 }
 
+/// [`strided`] run by minimal filtering over frames (`Conv1d::with_winograd`), as it may be
+/// wherever the CPU has no AMX: an output also depends on the other frames of its tile (output
+/// frames of a strided conv, `s` input samples each; input frames of a transposed one).
+fn strided_by_tiles(stride: usize, transposed: bool) -> ConvShape {
+    let frames = strided_winograd_reach_frames();
+    ConvShape {
+        tile_reach: if transposed { frames } else { frames * stride },
+        ..strided(stride, transposed)
+    }
+}
+
 /// The three dilated convs of a block's residual units (their 1x1 convs and skips add no reach).
 fn unit_convs() -> impl Iterator<Item = ConvShape> {
     UNIT_DILATIONS
@@ -102,7 +114,7 @@ fn encoder_convs(cfg: &DacConfig) -> Vec<ConvShape> {
     let mut convs = vec![ConvShape::plain(7, 1, 3)];
     for &s in &cfg.downsampling_ratios {
         convs.extend(unit_convs().map(ConvShape::by_tiles));
-        convs.push(strided(s, false));
+        convs.push(strided_by_tiles(s, false));
     }
     convs.push(ConvShape::plain(3, 1, 1));
     convs
@@ -113,7 +125,7 @@ fn encoder_convs(cfg: &DacConfig) -> Vec<ConvShape> {
 fn decoder_convs(cfg: &DacConfig) -> Vec<ConvShape> {
     let mut convs = vec![ConvShape::plain(7, 1, 3).by_tiles()];
     for &s in &cfg.upsampling_ratios {
-        convs.push(strided(s, true));
+        convs.push(strided_by_tiles(s, true));
         convs.extend(unit_convs().map(ConvShape::by_tiles));
     }
     convs.push(ConvShape::plain(7, 1, 3));
@@ -174,7 +186,8 @@ mod tests {
         // The direct convs alone reach 8 frames in the encoder (16 kHz by hand: 3 + 39 (units
         // at rate 1) + 1 + 78 + 4 + 312 + 24 + 1560 + 160 + 320 (final conv at the frame rate)
         // = 2501 samples) and 10 in the decoder; the minimal-filtering tiles (4 outputs, up to
-        // 3 dilations more on each side of every 7-tap conv) add the rest.
+        // 3 dilations more on each side of every 7-tap conv; 3 frames for the strided and
+        // transposed convs, 2 frames more on each side) add the rest.
         let both = |frames| Context {
             left_frames: frames,
             right_frames: frames,
@@ -190,9 +203,9 @@ mod tests {
         assert_eq!(
             got,
             [
-                (both(15), both(20)),
-                (both(15), both(20)),
-                (both(14), both(19))
+                (both(17), both(22)),
+                (both(17), both(22)),
+                (both(16), both(21))
             ]
         );
     }

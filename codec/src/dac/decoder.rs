@@ -15,6 +15,7 @@ struct DecoderBlock {
     snake: Snake1d,
     up: ConvTranspose1d,
     units: [ResidualUnit; 3],
+    stride: usize,
 }
 
 impl DecoderBlock {
@@ -32,16 +33,21 @@ impl DecoderBlock {
         };
         Ok(DecoderBlock {
             snake: Snake1d::load(vb.pp("snake1"), in_dim)?,
-            // On AMX tiles where the CPU has them (else the plain gemm path).
+            // On AMX tiles where the CPU has them, else by minimal filtering over frames where
+            // the width fits (`conv_polyphase_winograd`), else the direct or gemm path.
             up: ConvTranspose1d::load(vb.pp("conv_t1"), in_dim, out_dim, shape.kernel, up, true)?
-                .with_tiles(),
+                .with_winograd(),
             units: ResidualUnit::load_three(&vb, out_dim, true)?,
+            stride,
         })
     }
 
     /// `origin`: the absolute index of the block's first output sample.
     fn forward_at(&self, x: &Tensor, origin: usize) -> candle_core::Result<Tensor> {
-        let mut x = self.up.forward_fused(x, Some(&self.snake))?;
+        // Its input frame i is frame origin / stride + i of the whole signal.
+        let mut x = self
+            .up
+            .forward_fused_at(x, Some(&self.snake), origin / self.stride)?;
         for unit in &self.units {
             x = unit.forward_at(&x, origin)?;
         }

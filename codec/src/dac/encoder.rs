@@ -15,6 +15,7 @@ struct EncoderBlock {
     units: [ResidualUnit; 3],
     snake: Snake1d,
     down: Conv1d,
+    stride: usize,
 }
 
 impl EncoderBlock {
@@ -31,9 +32,11 @@ impl EncoderBlock {
         Ok(EncoderBlock {
             units: ResidualUnit::load_three(&vb, in_dim, true)?,
             snake: Snake1d::load(vb.pp("snake1"), in_dim)?,
-            // On AMX tiles where the CPU has them (else the plain gemm path).
+            // On AMX tiles where the CPU has them, else by minimal filtering over frames where
+            // the width fits (`conv_polyphase_winograd`), else the plain gemm path.
             down: Conv1d::load(vb.pp("conv1"), in_dim, 2 * in_dim, shape.kernel, down, true)?
-                .with_tiles(),
+                .with_winograd(),
+            stride,
         })
     }
 
@@ -43,7 +46,11 @@ impl EncoderBlock {
         for unit in &self.units {
             x = unit.forward_at(&x, origin)?;
         }
-        self.down.forward_fused(&x, Some(&self.snake), None, None)
+        // Its output frame j is frame origin / stride + j of the whole signal (windows start
+        // on frame boundaries, so `origin` is a multiple of every stride).
+        let at = origin / self.stride;
+        self.down
+            .forward_fused_at(&x, Some(&self.snake), None, None, at)
     }
 }
 

@@ -457,11 +457,33 @@ impl ConvTranspose1d {
         self.forward_activated(x, pre.map(InputActivation::Snake))
     }
 
+    /// As [`Self::forward_fused`] for an input whose first frame is frame `origin` of the whole
+    /// signal. Only a transposed conv set up [`Self::with_winograd`] depends on it: its tiles of
+    /// input frames sit on a grid anchored to the whole signal, so that a window's outputs have
+    /// the whole signal's bits where its inputs agree.
+    pub fn forward_fused_at(
+        &self,
+        x: &Tensor,
+        pre: Option<&Snake1d>,
+        origin: usize,
+    ) -> candle_core::Result<Tensor> {
+        self.forward_activated_at(x, pre.map(InputActivation::Snake), origin)
+    }
+
     /// As [`Self::forward_fused`], with any [`InputActivation`] on the input.
     pub fn forward_activated(
         &self,
         x: &Tensor,
         pre: Option<InputActivation>,
+    ) -> candle_core::Result<Tensor> {
+        self.forward_activated_at(x, pre, 0)
+    }
+
+    fn forward_activated_at(
+        &self,
+        x: &Tensor,
+        pre: Option<InputActivation>,
+        origin: usize,
     ) -> candle_core::Result<Tensor> {
         let (batch, c_in, l_in) = x.dims3()?;
         if c_in != self.in_channels() {
@@ -483,7 +505,7 @@ impl ConvTranspose1d {
                 match &cpu.kernel {
                     CpuKernel::Transposed(tw) => {
                         Some(conv_polyphase_winograd::conv_transpose1d_winograd(
-                            xs, tw, bias, pre_act, &geom, 0,
+                            xs, tw, bias, pre_act, &geom, origin,
                         ))
                     }
                     CpuKernel::TransposedTiles(tc) if tc.applies(&geom) => Some(

@@ -31,6 +31,13 @@ const PLAN: Plan = Plan {
     piece_taps: 2,
 };
 
+/// Frames beyond a conv's own reach, on each side, that a value may depend on when the conv
+/// runs here: the other frames of its tile (output frames of a strided conv, input frames of
+/// a transposed one). Receptive-field bookkeeping (DAC's chunking context) adds them.
+pub fn tile_reach_frames() -> usize {
+    PLAN.outputs - 1
+}
+
 /// Input rows times tiles that one job's transformed input may hold (floats): 256 KiB, in L2.
 const JOB_FLOATS: usize = 1 << 16;
 
@@ -256,11 +263,11 @@ unsafe fn regroup_avx512(src: &[f32], rows: &mut [f32], s: usize, m: usize, part
                 }
                 q += 16;
             }
-            for (d, &v) in dst[q..]
-                .iter_mut()
-                .zip(src[q * width + col..].iter().step_by(width))
-            {
-                *d = v;
+            if q < part_len {
+                let tail = src[q * width + col..].iter().step_by(width);
+                for (d, &v) in dst[q..].iter_mut().zip(tail) {
+                    *d = v;
+                }
             }
         }
     }
@@ -628,7 +635,7 @@ mod tests {
 
     #[test]
     fn regroup_is_a_transpose_on_every_path() {
-        for (s, m, part_len) in [(2, 3, 1), (4, 3, 17), (5, 3, 40), (8, 3, 33)] {
+        for (s, m, part_len) in [(2, 3, 1), (4, 3, 17), (5, 3, 40), (8, 3, 33), (4, 3, 32)] {
             let width = m * s;
             let src = crate::nn::test_values(width * part_len, 7);
             let mut rows = vec![f32::NAN; width * part_len];
