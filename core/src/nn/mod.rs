@@ -14,6 +14,7 @@ mod conv_winograd;
 mod elu;
 pub mod exp;
 mod gemm;
+mod isa;
 mod packed_linear;
 mod panel_gemm;
 mod residual_unit;

@@ -21,6 +21,7 @@
 use rayon::prelude::*;
 
 use super::amx::{self, AmxRight};
+use super::isa::Isa as Kernel;
 
 /// Output columns per panel.
 const PANEL: usize = 32;
@@ -211,29 +212,7 @@ struct Block<'a> {
     cols: usize,
 }
 
-#[derive(Clone, Copy)]
-enum Kernel {
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    Portable,
-}
-
 impl Kernel {
-    fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx512f") {
-                return Kernel::Avx512;
-            }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                return Kernel::Avx2;
-            }
-        }
-        Kernel::Portable
-    }
-
     /// Rows per call: as many accumulators as the registers hold beside the panel's vectors.
     fn max_rows(self) -> usize {
         match self {

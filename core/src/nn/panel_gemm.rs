@@ -14,6 +14,7 @@
 
 use rayon::prelude::*;
 
+use super::isa::Isa as Kernel;
 use super::packed_linear::OutPtr;
 
 /// Rows of `A` per packed block (the AVX-512 kernel's accumulator rows).
@@ -87,7 +88,7 @@ pub(crate) fn multiply(
             // and written by this block alone; panel p of `b` is inside it (asserted).
             unsafe {
                 let b = b.as_ptr().add(p * panel_step);
-                kernel.run(block, h, k, b, ldb, out.at(r0 * ldc + j0), ldc)
+                kernel.run_panel(block, h, k, b, ldb, out.at(r0 * ldc + j0), ldc)
             };
         }
     };
@@ -101,36 +102,14 @@ pub(crate) fn multiply(
     }
 }
 
-#[derive(Clone, Copy)]
-enum Kernel {
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    Portable,
-}
-
 impl Kernel {
-    fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx512f") {
-                return Kernel::Avx512;
-            }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                return Kernel::Avx2;
-            }
-        }
-        Kernel::Portable
-    }
-
     /// `h` rows (a packed block, `[k][h]`) x `COLS` columns of `b`.
     ///
     /// # Safety
     /// `b` points at `k` rows of `COLS` readable floats `ldb` apart, `c` at `h` rows of `COLS`
     /// writable floats `ldc` apart that no one else accesses during the call.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn run(
+    unsafe fn run_panel(
         self,
         a: &[f32],
         h: usize,
@@ -163,7 +142,7 @@ impl Kernel {
 /// The reference order in plain Rust: per output, `mul_add` over `k` from zero.
 ///
 /// # Safety
-/// As [`Kernel::run`].
+/// As [`Kernel::run_panel`].
 unsafe fn portable(
     a: &[f32],
     h: usize,
@@ -206,7 +185,7 @@ macro_rules! panel_kernel {
 
             /// # Safety
             /// The module's features; `rows <= MAX_ROWS`; `a` holds `k` steps of `a_stride`
-            /// values, the first `rows` of each used; `b`, `c` as `Kernel::run`.
+            /// values, the first `rows` of each used; `b`, `c` as `Kernel::run_panel`.
             #[allow(clippy::too_many_arguments)]
             #[target_feature(enable = $features)]
             pub(super) unsafe fn block(
@@ -313,7 +292,7 @@ mod tests {
             for j0 in (0..cols).step_by(COLS) {
                 // SAFETY: in bounds as in `multiply`; single-threaded.
                 unsafe {
-                    kernel.run(
+                    kernel.run_panel(
                         block,
                         h,
                         a.k,
