@@ -111,6 +111,9 @@ pub fn run(args: &EncodeArgs, global: &GlobalArgs) -> anyhow::Result<usize> {
     Ok(0)
 }
 
+/// Seconds of audio per push to the encode stream.
+const PUSH_SECONDS: f64 = 4.0;
+
 /// Streams the file through the codec. Returns the codes `[n_q, T_k]` of each level and the
 /// number of samples (at the codec's rate) encoded.
 fn encode_file(
@@ -128,14 +131,36 @@ fn encode_file(
     };
     let progress = Progress::new(total_s);
     let rate = f64::from(codec.sample_rate());
+    // The reader's chunks (about 0.7 s) are gathered into pieces of PUSH_SECONDS before they
+    // go to the stream: its codes do not depend on how the signal is cut (`EncodeStream`), and
+    // each push has a fixed cost (a transformer step, the convs' jobs), which at 0.7 s made
+    // Mimi's CLI encode about half as fast. Memory still does not grow with the file.
+    let push_frames = (PUSH_SECONDS * rate) as usize;
+    let mut pending: Vec<Vec<f32>> = Vec::new();
     let mut n = 0;
+    let mut push = |pending: &mut Vec<Vec<f32>>| -> Result<Option<Vec<Tensor>>> {
+        let channels = std::mem::take(pending);
+        let frames = channels.first().map_or(0, Vec::len);
+        if frames == 0 {
+            return Ok(None);
+        }
+        stream.push(&clip_for_codec(codec, channels, frames)?)
+    };
     while let Some(chunk) = reader.next_chunk()? {
         n += chunk.n_frames();
-        let frames = chunk.n_frames();
-        let piece = clip_for_codec(codec, chunk.channels, frames)?;
-        keep(stream.push(&piece)?);
+        if pending.is_empty() {
+            pending = chunk.channels;
+        } else {
+            for (p, c) in pending.iter_mut().zip(&chunk.channels) {
+                p.extend_from_slice(c);
+            }
+        }
+        if pending.first().map_or(0, Vec::len) >= push_frames {
+            keep(push(&mut pending)?);
+        }
         progress.set(n as f64 / rate);
     }
+    keep(push(&mut pending)?);
     keep(stream.finish()?);
     progress.finish();
     let levels = parts
