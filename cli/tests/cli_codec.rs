@@ -275,8 +275,9 @@ fn write_test_wav(path: &Path, rate: u32, n: usize) {
     w.finalize().unwrap();
 }
 
-/// Frames long enough for several reader chunks (16384 frames) and several windows of the
-/// windowed codecs (DAC: 256 frames, SNAC: 512 latent frames) at the file's rate `rate`.
+/// Frames long enough for several reader chunks (16384 frames), several of the CLI's 4 s pushes
+/// to the encode stream and several windows of the windowed codecs (DAC: 256 frames, SNAC: 512
+/// latent frames) at the file's rate `rate`.
 fn multi_chunk_len(codec: &dyn tessera_codec::codec::AudioCodec, rate: u32) -> usize {
     let finest = codec
         .levels()
@@ -284,7 +285,8 @@ fn multi_chunk_len(codec: &dyn tessera_codec::codec::AudioCodec, rate: u32) -> u
         .map(|l| l.frame_rate)
         .fold(0.0, f64::max);
     let window_s = 512.0 / finest;
-    ((2.3 * window_s * rate as f64) as usize).max(3 * 16384 + 123)
+    let seconds = (2.3 * window_s).max(9.3);
+    ((seconds * rate as f64) as usize).max(3 * 16384 + 123)
 }
 
 /// A file longer than one reader chunk and one encode window encodes, through the chunked
