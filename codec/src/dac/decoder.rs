@@ -15,7 +15,6 @@ struct DecoderBlock {
     snake: Snake1d,
     up: ConvTranspose1d,
     units: [ResidualUnit; 3],
-    stride: usize,
 }
 
 impl DecoderBlock {
@@ -38,16 +37,14 @@ impl DecoderBlock {
             up: ConvTranspose1d::load(vb.pp("conv_t1"), in_dim, out_dim, shape.kernel, up, true)?
                 .with_winograd(),
             units: ResidualUnit::load_three(&vb, out_dim, true)?,
-            stride,
         })
     }
 
     /// `origin`: the absolute index of the block's first output sample.
     fn forward_at(&self, x: &Tensor, origin: usize) -> candle_core::Result<Tensor> {
         // Its input frame i is frame origin / stride + i of the whole signal.
-        let mut x = self
-            .up
-            .forward_fused_at(x, Some(&self.snake), origin / self.stride)?;
+        let at = origin / self.up.config().stride;
+        let mut x = self.up.forward_fused_at(x, Some(&self.snake), at)?;
         for unit in &self.units {
             x = unit.forward_at(&x, origin)?;
         }

@@ -15,7 +15,6 @@ struct EncoderBlock {
     units: [ResidualUnit; 3],
     snake: Snake1d,
     down: Conv1d,
-    stride: usize,
 }
 
 impl EncoderBlock {
@@ -36,7 +35,6 @@ impl EncoderBlock {
             // the width fits (`conv_polyphase_winograd`), else the plain gemm path.
             down: Conv1d::load(vb.pp("conv1"), in_dim, 2 * in_dim, shape.kernel, down, true)?
                 .with_winograd(),
-            stride,
         })
     }
 
@@ -48,7 +46,7 @@ impl EncoderBlock {
         }
         // Its output frame j is frame origin / stride + j of the whole signal (windows start
         // on frame boundaries, so `origin` is a multiple of every stride).
-        let at = origin / self.stride;
+        let at = origin / self.down.config().stride;
         self.down
             .forward_fused_at(&x, Some(&self.snake), None, None, at)
     }

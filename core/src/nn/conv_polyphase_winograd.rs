@@ -348,6 +348,12 @@ fn interleave_scalar(dst: &Row, sources: &[&[f32]], start: usize, bias: f32) {
         // The first destination index whose interleaved position has phase k.
         let first = (k + n - start % n) % n;
         let q0 = (start + first) / n;
+        // The row may be uninitialised: every position of this phase must get a value.
+        let count = dst.len.saturating_sub(first).div_ceil(n);
+        assert!(
+            count == 0 || q0 + count <= src.len(),
+            "interleave: short source"
+        );
         for (i, &v) in (first..dst.len).step_by(n).zip(&src[q0..]) {
             dst.write(i, bias + v);
         }

@@ -6,7 +6,8 @@
 //! A general gemm packs both operands on every call; with so few columns, packing the
 //! weights again for each job and component cost a third of the products' time. Here the
 //! weights are packed at load into blocks of [`ROWS`] rows, `[k][ROWS]`, so that a step of
-//! the kernel broadcasts `ROWS` consecutive values, and `B`'s rows are read where they are.
+//! the kernel broadcasts `ROWS` consecutive values, and `B` is written by its producer (the
+//! input transform) straight into panels of [`COLS`] columns, so that it is never packed.
 //!
 //! Every output is `sum_k a[k] b[k]` accumulated by fused multiply-adds in the order of `k`
 //! from zero, whichever kernel runs (AVX-512, AVX2 + FMA, or the portable loop), so all of
