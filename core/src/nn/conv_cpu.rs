@@ -124,6 +124,7 @@ pub(crate) struct Scratch {
     pub b: Vec<f32>,
     pub c: Vec<f32>,
     pub d: Vec<f32>,
+    pub e: Vec<f32>,
 }
 
 /// Time-tile length for an im2col block with `rows` rows: small enough that the block stays in
