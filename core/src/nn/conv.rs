@@ -16,9 +16,9 @@ use candle_nn::VarBuilder;
 
 use super::conv_amx::{TileConv, TileConvTranspose};
 use super::conv_cpu::{ConvGeom, ConvTrGeom};
+use super::conv_direct;
 use super::conv_polyphase_winograd::{StridedWinograd, TransposedWinograd};
 use super::conv_winograd::{self, WinogradWeights};
-use super::{conv_direct, conv_tr_direct};
 
 /// Hyper-parameters of a conv layer, as torch's `nn.Conv1d` takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +94,12 @@ pub fn causal_padding(len: usize, kernel: usize, stride: usize, dilation: usize)
 /// Strided convs with fewer output channels keep the direct kernels: their gemms are too
 /// narrow for minimal filtering to gain (measured on EnCodec's 32 -> 64 channel layer).
 const STRIDED_WINOGRAD_MIN_OUT_CHANNELS: usize = 128;
+
+/// Transposed convs with fewer output channels keep the direct polyphase kernel
+/// (`conv_tr_direct`). At 64 minimal filtering gains once its outputs are interleaved by
+/// gathers (10 s, 2 threads, Zen 4: Mimi's 128 -> 64 stride 4 43.6 -> 36.3 ms, EnCodec's 23.3
+/// -> 18.1); at 32 (EnCodec's 64 -> 32 stride 2) it is slower, 15.5 -> 16.1.
+const TRANSPOSED_WINOGRAD_MIN_OUT_CHANNELS: usize = 64;
 
 /// Strided convs with at least this many output channels (and transposed convs with at least
 /// this many input channels) keep the plain weights and gemm. In SEANet-style codecs these are
@@ -472,8 +478,7 @@ impl ConvTranspose1d {
         }
         let cfg = self.cfg;
         let (c_in, c_out, kernel) = (self.in_channels(), self.out_channels(), self.kernel_size());
-        // Up to 64 output channels the direct polyphase kernel (`conv_tr_direct`) is faster.
-        let direct = c_out <= conv_tr_direct::MAX_OUT_CHANNELS && conv_direct::available();
+        let direct = c_out < TRANSPOSED_WINOGRAD_MIN_OUT_CHANNELS && conv_direct::available();
         if cfg.groups != 1
             || direct
             || c_in >= WINOGRAD_MAX_WIDE_CHANNELS
