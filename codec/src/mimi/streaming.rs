@@ -83,7 +83,7 @@ impl<'a> MimiStreamingEncoder<'a> {
         let h = h
             .map(|h| transform(&m.encoder_transformer, &h, &mut self.transformer))
             .transpose()?;
-        let latents = m.downsample.step(h.as_ref(), &mut self.down, last)?;
+        let latents = m.downsample.step(h.as_ref(), &mut self.down, last, false)?;
         latents
             .map(|l| m.quantizer.encode(&l, self.n_q))
             .transpose()
@@ -137,7 +137,9 @@ impl<'a> MimiStreamingDecoder<'a> {
         let latents = codes
             .map(|c| m.quantizer.decode(&c.to_device(&m.device)?))
             .transpose()?;
-        let x = m.upsample.step(latents.as_ref(), &mut self.up, last)?;
+        let x = m
+            .upsample
+            .step(latents.as_ref(), &mut self.up, last, false)?;
         let x = x
             .map(|x| transform(&m.decoder_transformer, &x, &mut self.transformer))
             .transpose()?;

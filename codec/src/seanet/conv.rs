@@ -262,14 +262,31 @@ impl SConv1d {
         }
     }
 
+    /// Input samples before each output that a causal, zero-padded stride-1 conv (without group
+    /// norm) reads, its left padding: a stream of such a conv is the whole-signal conv over each
+    /// chunk with this many samples of the stream before it (zeros before the start). `None`
+    /// for other convs.
+    pub fn zero_context(&self) -> Option<usize> {
+        let plain = self.padding.causal
+            && self.padding.mode == PadMode::Constant
+            && self.stride == 1
+            && self.norm.is_none();
+        plain.then(|| self.padding_total())
+    }
+
     /// One chunk of a causal stream (`x` may be absent when the layer before produced nothing).
-    /// `last` ends the stream: the right end is padded as the whole-signal path pads it.
+    /// `last` ends the stream: the right end is padded as the whole-signal path pads it. `elu`:
+    /// the conv of `elu(x)`, the ELU applied by the kernel to its input tiles (the held input
+    /// stays as it came; ELU commutes with the padding).
     pub fn step(
         &self,
         x: Option<&Tensor>,
         state: &mut ConvState,
         last: bool,
+        elu: bool,
     ) -> candle_core::Result<Option<Tensor>> {
+        let pre = elu.then_some(InputActivation::Elu);
+        let conv = |x: &Tensor| self.conv.forward_activated(x, pre, None, None);
         if !self.padding.causal || self.norm.is_some() {
             candle_core::bail!(
                 "only causal convolutions without group norm can run chunk by chunk"
@@ -286,7 +303,7 @@ impl SConv1d {
         if !state.started {
             if last {
                 // The stream is the one chunk held: pad it as a whole signal.
-                return self.forward(&pending).map(Some);
+                return self.forward_with(&pending, elu, None).map(Some);
             }
             // Reflection needs `total + 1` samples to mirror; wait for them.
             if self.padding.mode == PadMode::Reflect && pending.dim(2)? <= total {
@@ -304,7 +321,7 @@ impl SConv1d {
                 // Such a signal is shorter than the stride, so nothing has been emitted and
                 // the pending input is the left padding and the whole signal.
                 return self
-                    .forward(&pending.narrow(2, total, state.seen)?)
+                    .forward_with(&pending.narrow(2, total, state.seen)?, elu, None)
                     .map(Some);
             }
             let pending = if extra > 0 {
@@ -316,7 +333,7 @@ impl SConv1d {
             if pending.dim(2)? < self.kernel {
                 return Ok(None);
             }
-            return self.conv.forward(&pending).map(Some);
+            return conv(&pending).map(Some);
         }
         if len < self.kernel {
             state.pending = Some(pending);
@@ -324,7 +341,7 @@ impl SConv1d {
         }
         let frames = (len - self.kernel) / self.stride + 1;
         let used = (frames - 1) * self.stride + self.kernel;
-        let y = self.conv.forward(&pending.narrow(2, 0, used)?)?;
+        let y = conv(&pending.narrow(2, 0, used)?)?;
         let next = frames * self.stride;
         if next < len {
             state.pending = Some(pending.narrow(2, next, len - next)?);
@@ -528,11 +545,13 @@ impl SConvTranspose1d {
 
     /// One chunk of `n` frames gives `n * stride` samples (the rest overlaps the next chunk;
     /// at the end of the stream it is what the whole-signal path trims away).
+    /// `elu`: of `elu(x)`, the ELU applied inside the kernel where it can be.
     pub fn step(
         &self,
         x: Option<&Tensor>,
         state: &mut ConvTrState,
         _last: bool,
+        elu: bool,
     ) -> candle_core::Result<Option<Tensor>> {
         if self.norm.is_some() || self.trim_left != 0 {
             candle_core::bail!(
@@ -543,7 +562,11 @@ impl SConvTranspose1d {
         let Some(x) = x else {
             return Ok(None);
         };
-        let mut y = self.conv.forward(x)?;
+        let mut y = if elu {
+            self.conv.forward_elu(x)?
+        } else {
+            self.conv.forward(x)?
+        };
         let overlap = self.trim_right;
         if let Some(tail) = state.tail.take() {
             let len = y.dim(2)?;

@@ -356,15 +356,34 @@ impl Seanet {
             candle_core::bail!("streaming state made for another model");
         }
         let mut x = x.cloned();
+        // As in `forward`, an ELU is held back and applied by the conv after it.
+        let mut pending_elu = false;
         for (layer, st) in self.layers.iter().zip(state.layers.iter_mut()) {
+            let activated = std::mem::take(&mut pending_elu);
+            let input = |x: Option<Tensor>| match x {
+                Some(x) if activated => elu(&x).map(Some),
+                x => Ok(x),
+            };
             x = match (layer, st) {
-                (Layer::Conv(conv), LayerState::Conv(s)) => conv.step(x.as_ref(), s, last)?,
-                (Layer::ConvTr(conv), LayerState::ConvTr(s)) => conv.step(x.as_ref(), s, last)?,
-                (Layer::Res(block), LayerState::Res(s)) => block.step(x.as_ref(), s, last)?,
-                (Layer::Lstm(lstm), LayerState::Lstm(s)) => lstm.step(x.as_ref(), s)?,
-                (Layer::Elu, _) => x.map(|x| elu(&x)).transpose()?,
+                (Layer::Conv(conv), LayerState::Conv(s)) => {
+                    conv.step(x.as_ref(), s, last, activated)?
+                }
+                (Layer::ConvTr(conv), LayerState::ConvTr(s)) => {
+                    conv.step(x.as_ref(), s, last, activated)?
+                }
+                (Layer::Res(block), LayerState::Res(s)) => {
+                    block.step(input(x)?.as_ref(), s, last)?
+                }
+                (Layer::Lstm(lstm), LayerState::Lstm(s)) => lstm.step(input(x)?.as_ref(), s)?,
+                (Layer::Elu, _) => {
+                    pending_elu = true;
+                    input(x)?
+                }
                 _ => candle_core::bail!("streaming state made for another model"),
             };
+        }
+        if pending_elu {
+            x = x.map(|x| elu(&x)).transpose()?;
         }
         Ok(x)
     }

@@ -32,6 +32,9 @@ pub(crate) struct ResState {
     conv1: ConvState,
     conv2: ConvState,
     skip: Option<Tensor>,
+    /// The last input samples that the next chunk's inner conv reads (the streamed path of
+    /// [`ResBlock::zero_context`] blocks).
+    context: Option<Tensor>,
 }
 
 pub(crate) struct ResSpec {
@@ -133,12 +136,37 @@ impl ResBlock {
         .forward_cpu(x)
     }
 
+    /// The input samples before a chunk that its outputs read, when every conv of the block
+    /// is causal, zero-padded, stride 1 and without group norm (Mimi): then a chunk's outputs
+    /// are the whole-signal block over the chunk with that context, in one fused pass, and
+    /// they are final at once.
+    fn zero_context(&self) -> Option<usize> {
+        let context = self.conv1.zero_context()?;
+        let pointwise = |c: &SConv1d| c.zero_context() == Some(0);
+        (pointwise(&self.conv2) && self.shortcut.as_ref().is_none_or(pointwise)).then_some(context)
+    }
+
     pub fn step(
         &self,
         x: Option<&Tensor>,
         state: &mut ResState,
         last: bool,
     ) -> candle_core::Result<Option<Tensor>> {
+        if let Some(context) = self.zero_context() {
+            let Some(x) = x else {
+                return Ok(None);
+            };
+            let (b, c, len) = x.dims3()?;
+            let before = match state.context.take() {
+                Some(t) => t,
+                None => Tensor::zeros((b, c, context), x.dtype(), x.device())?,
+            };
+            let extended = Tensor::cat(&[&before, x], 2)?;
+            state.context = Some(extended.narrow(2, len, context)?.contiguous()?);
+            // The first `context` outputs see the zero padding instead of the samples before:
+            // dropped.
+            return self.forward(&extended)?.narrow(2, context, len).map(Some);
+        }
         let mut inner = None;
         if let Some(x) = x {
             // A kernel-1 conv needs no context: its chunk output is final.
@@ -149,9 +177,11 @@ impl ResBlock {
             });
             inner = Some(elu(x)?);
         }
-        let y = self.conv1.step(inner.as_ref(), &mut state.conv1, last)?;
+        let y = self
+            .conv1
+            .step(inner.as_ref(), &mut state.conv1, last, false)?;
         let y = y.map(|y| elu(&y)).transpose()?;
-        let Some(y) = self.conv2.step(y.as_ref(), &mut state.conv2, last)? else {
+        let Some(y) = self.conv2.step(y.as_ref(), &mut state.conv2, last, false)? else {
             return Ok(None);
         };
         let m = y.dim(2)?;
