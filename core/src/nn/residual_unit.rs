@@ -7,6 +7,12 @@
 //! tile builds its padded, activated input in cache, runs `conv1` into a small hidden block,
 //! activates it, and writes `shortcut(x) + conv2(hidden)` straight into the output: the signal
 //! is read once and written once.
+//!
+//! When `conv1` carries transformed weights (`Conv1d::with_winograd`, dilation 1), its products
+//! run by minimal filtering inside the same pass: each tile's input is split into the `m` parts
+//! of `conv_winograd::tile_sums` and the sums merged back into the hidden block (64 samples at
+//! a time by AVX-512 permutes: scalar, the split and merge cost more than the products saved).
+//! The tiles start at the signal's first sample, in jobs of [`WINOGRAD_TILE`] samples.
 
 use candle_core::Tensor;
 
