@@ -343,8 +343,8 @@ fn interleave(dst: Row, sources: &[&[f32]], start: usize, bias: f32) {
 /// [`interleave`] of `n = offsets.len()` sources of `len` values that lie in one buffer, source
 /// `k` at `offsets[k]`: `dst[i] = bias + buf[offsets[z % n] + z / n]`, `z = start + i`. A
 /// transposed conv interleaves its `m s` output phases (12-24 sources) this way; on AVX-512,
-/// 16 samples at a time by a gather (the scalar stores were a quarter of the layer at 64
-/// output channels).
+/// 16 samples at a time by a gather (against the scalar stores, 10 s on a Zen 4: Mimi's
+/// transposed 256 -> 128 32.8 -> 30.4 ms, EnCodec's 128 -> 64 22.2 -> 18.1).
 fn interleave_from(dst: Row, buf: &[f32], offsets: &[usize], len: usize, start: usize, bias: f32) {
     let n = offsets.len();
     if dst.len == 0 {

@@ -354,9 +354,9 @@ fn run(
 const WINOGRAD_TILE: usize = 384;
 
 /// The sums of `conv1` (dilation 1) over the first `nt` samples of a tile's padded, activated
-/// input `[c][len]` (`len = nt + kernel - 1`), `[m][hidden][tiles]` in `scratch.d`: the
-/// input split into the `m` parts `tile_sums` reads, zero past `len`. Working space: the
-/// parts, the transformed values and the sums.
+/// input `[c][len]` (`len = nt + kernel - 1`), `[m][hidden][tiles]`, left in `acc`: the input
+/// split into the `m` parts `tile_sums` reads (zero past `len`, into `parts`), `vm` its
+/// working space.
 fn conv1_tiles<'s>(
     ww: &WinogradWeights,
     (input, len): (&[f32], usize),
