@@ -196,14 +196,14 @@ pub(crate) fn conv1d_strided_winograd(
             return;
         }
         let skip = (lo as isize - base) as usize;
-        let mut sources = Vec::with_capacity(m);
+        let mut offsets = Vec::with_capacity(m);
         for oc in 0..c_out {
             // SAFETY: job (b, tiles) alone writes outputs lo..hi of batch b's rows.
             let row = Row::new(&shared, (b * c_out + oc) * l_out + lo, hi - lo);
             let bias = bias.map_or(0.0, |bs| bs[oc]);
-            sources.clear();
-            sources.extend((0..m).map(|a| &acc[(a * c_out + oc) * tiles..][..tiles]));
-            interleave(row, &sources, skip, bias);
+            offsets.clear();
+            offsets.extend((0..m).map(|a| (a * c_out + oc) * tiles));
+            interleave(row, acc, &offsets, tiles, skip, bias);
         }
     });
     // SAFETY: the jobs' tiles cover every output frame of every batch, and each job writes
@@ -308,44 +308,14 @@ impl Row {
     }
 }
 
-/// `dst[i] = bias + z[start + i]` for the interleaving `z[q n + k] = sources[k][q]` of `n`
-/// sources: the tile sums (one row per output phase) back into signal order.
-fn interleave(dst: Row, sources: &[&[f32]], start: usize, bias: f32) {
-    let n = sources.len();
-    #[cfg(target_arch = "x86_64")]
-    if n == 3 && std::is_x86_feature_detected!("avx512f") {
-        // The head up to a whole interleaved triple, scalar; then whole blocks of 48.
-        let head = ((3 - start % 3) % 3).min(dst.len);
-        interleave_scalar(&Row { len: head, ..dst }, sources, start, bias);
-        let rest = dst.tail(head);
-        let q0 = (start + head) / 3;
-        let blocks = rest.len / 48;
-        let src: [&[f32]; 3] = [sources[0], sources[1], sources[2]];
-        // SAFETY: the feature is present.
-        unsafe {
-            interleave3_avx512(
-                &Row {
-                    len: blocks * 48,
-                    ..rest
-                },
-                src,
-                q0,
-                bias,
-            )
-        };
-        let start = start + head + blocks * 48;
-        interleave_scalar(&rest.tail(blocks * 48), sources, start, bias);
-        return;
-    }
-    interleave_scalar(&dst, sources, start, bias);
-}
-
-/// [`interleave`] of `n = offsets.len()` sources of `len` values that lie in one buffer, source
-/// `k` at `offsets[k]`: `dst[i] = bias + buf[offsets[z % n] + z / n]`, `z = start + i`. A
-/// transposed conv interleaves its `m s` output phases (12-24 sources) this way; on AVX-512,
-/// 16 samples at a time by a gather (against the scalar stores, 10 s on a Zen 4: Mimi's
-/// transposed 256 -> 128 32.8 -> 30.4 ms, EnCodec's 128 -> 64 22.2 -> 18.1).
-fn interleave_from(dst: Row, buf: &[f32], offsets: &[usize], len: usize, start: usize, bias: f32) {
+/// `dst[i] = bias + z[start + i]` for the interleaving `z[q n + k] = sources[k][q]` of the
+/// `n = offsets.len()` sources of `len` values that lie in one buffer, source `k` at
+/// `offsets[k]`: the tile sums (one source per output phase) back into signal order. On
+/// AVX-512, three sources (a strided conv's tile outputs) go by two permutes per vector, more
+/// (a transposed conv's `m s` output phases, 12-24) by a gather of 16 samples (against the
+/// scalar stores, 10 s on a Zen 4: Mimi's transposed 256 -> 128 32.8 -> 30.4 ms, EnCodec's
+/// 128 -> 64 22.2 -> 18.1).
+fn interleave(dst: Row, buf: &[f32], offsets: &[usize], len: usize, start: usize, bias: f32) {
     let n = offsets.len();
     if dst.len == 0 {
         return;
@@ -356,18 +326,47 @@ fn interleave_from(dst: Row, buf: &[f32], offsets: &[usize], len: usize, start: 
         last < len && offsets.iter().all(|&o| o + len <= buf.len()),
         "interleave: short source"
     );
+    let src = Sources { buf, offsets, len };
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") && buf.len() <= i32::MAX as usize {
-        // SAFETY: the feature is present; every index it gathers is below `buf.len()` (the
-        // sources' values up to `last` are in the buffer, asserted above).
-        done = unsafe { interleave_gather_avx512(&dst, buf, offsets, start, bias) };
+    if std::is_x86_feature_detected!("avx512f") {
+        if n == 3 {
+            // The head up to a whole interleaved triple, scalar; then whole blocks of 48.
+            let head = ((3 - start % 3) % 3).min(dst.len);
+            interleave_scalar(&Row { len: head, ..dst }, &src, start, bias);
+            let rest = dst.tail(head);
+            let blocks = rest.len / 48;
+            let three = [src.get(0), src.get(1), src.get(2)];
+            let whole = Row {
+                len: blocks * 48,
+                ..rest
+            };
+            // SAFETY: the feature is present.
+            unsafe { interleave3_avx512(&whole, three, (start + head) / 3, bias) };
+            done = head + blocks * 48;
+        } else if buf.len() <= i32::MAX as usize {
+            // SAFETY: the feature is present; every index it gathers is below `buf.len()` (the
+            // sources' values up to `last` are in the buffer, asserted above).
+            done = unsafe { interleave_gather_avx512(&dst, buf, offsets, start, bias) };
+        }
     }
-    let sources: Vec<&[f32]> = offsets.iter().map(|&o| &buf[o..o + len]).collect();
-    interleave_scalar(&dst.tail(done), &sources, start + done, bias);
+    interleave_scalar(&dst.tail(done), &src, start + done, bias);
 }
 
-/// The whole blocks of 16 samples of [`interleave_from`]; returns how many samples it wrote.
+/// The sources of [`interleave`]: `len` values from each of `offsets` in `buf`.
+struct Sources<'a> {
+    buf: &'a [f32],
+    offsets: &'a [usize],
+    len: usize,
+}
+
+impl Sources<'_> {
+    fn get(&self, k: usize) -> &[f32] {
+        &self.buf[self.offsets[k]..][..self.len]
+    }
+}
+
+/// The whole blocks of 16 samples of [`interleave`]; returns how many samples it wrote.
 ///
 /// # Safety
 /// AVX-512F; the indices `offsets[k] + q` the row reads are inside `buf` and below `i32::MAX`.
@@ -418,9 +417,10 @@ fn gcd(a: usize, b: usize) -> usize {
 
 /// [`interleave`] source by source, so that each source is read sequentially (the row is
 /// small enough for L1).
-fn interleave_scalar(dst: &Row, sources: &[&[f32]], start: usize, bias: f32) {
-    let n = sources.len();
-    for (k, src) in sources.iter().enumerate() {
+fn interleave_scalar(dst: &Row, sources: &Sources, start: usize, bias: f32) {
+    let n = sources.offsets.len();
+    for k in 0..n {
+        let src = sources.get(k);
         // The first destination index whose interleaved position has phase k.
         let first = (k + n - start % n) % n;
         let q0 = (start + first) / n;
@@ -640,7 +640,7 @@ pub(crate) fn conv_transpose1d_winograd(
             let v = ((u_lo + p) as isize - base * s as isize) as usize;
             row_offsets.clear();
             row_offsets.extend(offsets.iter().map(|&o| o + oc * s * tiles));
-            interleave_from(row, acc, &row_offsets, tiles, v, bias);
+            interleave(row, acc, &row_offsets, tiles, v, bias);
         }
     });
     // SAFETY: the jobs' tiles cover every frame that reaches the trimmed output, and each job
@@ -692,8 +692,14 @@ mod tests {
 
     #[test]
     fn interleave_of_three_matches_the_scalar_loop() {
-        let srcs: Vec<Vec<f32>> = (0..3).map(|k| crate::nn::test_values(70, k)).collect();
-        let sources: Vec<&[f32]> = srcs.iter().map(Vec::as_slice).collect();
+        let buf: Vec<f32> = (0..3).flat_map(|k| crate::nn::test_values(70, k)).collect();
+        let offsets = [0, 70, 140];
+        let src = Sources {
+            buf: &buf,
+            offsets: &offsets,
+            len: 70,
+        };
+        let sources = [src.get(0), src.get(1), src.get(2)];
         for start in [0, 1, 2, 5] {
             for len in [0, 1, 47, 48, 100, 3 * 70 - start] {
                 let mut want = vec![f32::NAN; len];
@@ -701,9 +707,9 @@ mod tests {
                     ptr: v.as_mut_ptr(),
                     len: v.len(),
                 };
-                interleave_scalar(&row(&mut want), &sources, start, 0.25);
+                interleave_scalar(&row(&mut want), &src, start, 0.25);
                 let mut got = vec![f32::NAN; len];
-                interleave(row(&mut got), &sources, start, 0.25);
+                interleave(row(&mut got), &buf, &offsets, 70, start, 0.25);
                 assert!(
                     want.iter()
                         .zip(&got)
@@ -718,7 +724,7 @@ mod tests {
     }
 
     #[test]
-    fn interleave_from_one_buffer_matches_the_definition() {
+    fn interleave_of_many_matches_the_definition() {
         for n in [3usize, 12, 15, 18, 24] {
             let len = 40;
             // Sources at scattered offsets of one buffer, with gaps between them.
@@ -731,7 +737,7 @@ mod tests {
                         ptr: got.as_mut_ptr(),
                         len: count,
                     };
-                    interleave_from(row, &buf, &offsets, len, start, 0.25);
+                    interleave(row, &buf, &offsets, len, start, 0.25);
                     for (i, &y) in got.iter().enumerate() {
                         let z = start + i;
                         let want = 0.25 + buf[offsets[z % n] + z / n];
