@@ -64,14 +64,15 @@ impl ResidualUnit {
     /// As [`Module::forward`] for a window whose first sample is sample `origin` of the whole
     /// signal (where a minimal-filtering conv anchors its tiles).
     pub fn forward_at(&self, x: &Tensor, origin: usize) -> candle_core::Result<Tensor> {
-        // Both convs on AMX tiles: the unit in one pass, conv1's output never in memory.
+        // The unit in one pass, conv1's output never in memory: on AMX tiles when both convs
+        // run there, else on the FMA kernels when conv1 runs by minimal filtering.
         let fused = SnakeResidualUnit {
             snake1: &self.snake1,
             conv1: &self.conv1,
             snake2: &self.snake2,
             conv2: &self.conv2,
         };
-        if let Some(y) = fused.forward_cpu(x)? {
+        if let Some(y) = fused.forward_cpu_at(x, origin)? {
             return Ok(y);
         }
         let y = self

@@ -9,7 +9,7 @@
 //! candle's own `conv1d` / `conv_transpose1d` and tensor ops. The layers are for inference: the
 //! fast path records no gradient.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
@@ -19,6 +19,7 @@ use super::conv_cpu::{ConvGeom, ConvTrGeom};
 use super::conv_direct;
 use super::conv_polyphase_winograd::{StridedWinograd, TransposedWinograd};
 use super::conv_winograd::{self, WinogradWeights};
+use super::panel_gemm::PackedRows;
 
 /// Hyper-parameters of a conv layer, as torch's `nn.Conv1d` takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +135,9 @@ pub(super) enum CpuKernel {
 pub(super) struct CpuWeights {
     pub kernel: CpuKernel,
     pub bias: Option<Vec<f32>>,
+    /// A pointwise conv's plain weights packed for `panel_gemm`, made the first time a fused
+    /// unit asks for them ([`Self::packed_pointwise`]).
+    packed: OnceLock<PackedRows>,
 }
 
 impl CpuWeights {
@@ -150,7 +154,15 @@ impl CpuWeights {
         Arc::new(CpuWeights {
             kernel,
             bias: self.bias.clone(),
+            packed: OnceLock::new(),
         })
+    }
+
+    /// The plain weights `[c_out, c_in]` of a pointwise conv packed for `panel_gemm`, or
+    /// `None` when they are not kept or have another size.
+    pub fn packed_pointwise(&self, c_out: usize, c_in: usize) -> Option<&PackedRows> {
+        let w = self.plain().filter(|w| w.len() == c_out * c_in)?;
+        Some(self.packed.get_or_init(|| PackedRows::new(w, c_out, c_in)))
     }
 }
 
@@ -161,6 +173,7 @@ fn cpu_weights(w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Option<
     Ok(Some(Arc::new(CpuWeights {
         kernel: CpuKernel::Plain(w.flatten_all()?.to_vec1()?),
         bias: bias.map(|b| b.to_vec1()).transpose()?,
+        packed: OnceLock::new(),
     })))
 }
 

@@ -14,8 +14,8 @@
 //! against other splits: F(2, 3) pieces (error at the level of the direct sum, but only 1.2x
 //! faster), F(3, 4) + F(3, 3) (1.4x) and this one (1.5x). The larger tiles evaluate at +-2 and
 //! 1/2, which costs accuracy: the full-size decoders' audio moves from within 2.6e-5 of the
-//! reference to within 3.5e-5 (the bound is 1e-4). Codes never pass through here: encoders keep
-//! the direct convs.
+//! reference to within 3.5e-5 (the bound is 1e-4). DAC's encoders run their units here too;
+//! their codes stay identical to the reference's on the fixtures and the full-size checks.
 //!
 //! Tiles sit on a grid anchored to absolute sample positions (`origin`): output `t` starts a
 //! tile when `t mod m d < d`. A value's bits depend on which tile it belongs to, so a window of
@@ -23,9 +23,11 @@
 //! wherever its inputs agree. A tile reads up to `(m - 1) d` samples beyond each output's own
 //! reach; [`reach_extension`] tells receptive-field bookkeeping by how much.
 
+use std::mem::MaybeUninit;
+
 use super::conv::EdgeMode;
-use super::conv_cpu::{ConvGeom, Fusion, fill_span, run_jobs};
-use super::gemm::SharedOut;
+use super::conv_cpu::{ConvGeom, Fusion, PreAct, Scratch, fill_span, run_jobs};
+use super::gemm::{SharedOut, assume_init, uninit_buffer};
 use super::panel_gemm::{self, PackedRows};
 
 /// Outputs per tile, and taps per piece of a split kernel (the last piece takes the rest).
@@ -235,43 +237,147 @@ pub(crate) fn conv1d_winograd(
     debug_assert!(applies(g, f));
     debug_assert!(g.c_in == ww.c_in && g.c_out == ww.c_out);
     let l_out = g.l_out().expect("checked by the caller");
-    let (c_in, c_out, d, m) = (g.c_in, g.c_out, g.dilation, ww.m);
-    let blk = m * d;
-    // Blocks on the absolute grid covering the local outputs 0..l_out.
-    let q_first = origin / blk;
-    let q_end = (origin + l_out).div_ceil(blk);
-    let blocks_per_job = (TILES_PER_JOB / d).max(1);
-    let jobs_per_batch = (q_end - q_first).div_ceil(blocks_per_job);
-    // Blocks of input a job reads beyond its own: the kernel's reach plus the tile's.
-    let extra_blocks = (g.kernel + m - 2) / m + 1;
-    let mut out = vec![0f32; g.batch * c_out * l_out];
-    let shared = SharedOut::new(&mut out);
-    let work = ww.components() * c_out * c_in * blocks_per_job * d;
-    run_jobs(g.batch * jobs_per_batch, work, |job, scratch, threads| {
-        let b = job / jobs_per_batch;
-        let q0 = q_first + (job % jobs_per_batch) * blocks_per_job;
-        let nb = blocks_per_job.min(q_end - q0);
+    let (c_in, c_out) = (g.c_in, g.c_out);
+    let grid = JobGrid::new(ww, g, origin);
+    // Every output is written once by the job whose blocks hold it (`merge_row`): no clearing
+    // pass.
+    let mut out = uninit_buffer(g.batch * c_out * l_out);
+    let shared = SharedOut::new_uninit(&mut out);
+    let work = ww.components() * c_out * c_in * grid.blocks_per_job * g.dilation;
+    run_jobs(
+        g.batch * grid.jobs_per_batch,
+        work,
+        |job, scratch, threads| {
+            let b = job / grid.jobs_per_batch;
+            let xb = &x[b * c_in * g.l_in..][..c_in * g.l_in];
+            let sums = grid.job_sums(job, xb, ww, f.pre, g, scratch, threads);
+            let (lo, hi) = sums.outputs(l_out);
+            for oc in 0..c_out {
+                // SAFETY: job (b, blocks) alone writes samples lo..hi of batch b's rows, each once.
+                let row = Row::new(&shared, (b * c_out + oc) * l_out + lo, hi - lo);
+                let bias = f.bias.map_or(0.0, |bs| bs[oc]);
+                let res = f
+                    .residual
+                    .map(|r| &r[(b * c_out + oc) * l_out + lo..][..hi - lo]);
+                // SAFETY: the row is this job's alone (above).
+                sums.merge_row(&scratch.d, oc, unsafe { row.slice() }, res, bias);
+            }
+        },
+    );
+    // SAFETY: the jobs' blocks cover every output of every batch, and `merge_row` writes each
+    // sample of a job's rows.
+    unsafe { assume_init(out) }
+}
+
+/// Output rows that one job alone writes, not initialised yet.
+struct Row {
+    ptr: *mut f32,
+    len: usize,
+}
+
+impl Row {
+    fn new(shared: &SharedOut, offset: usize, len: usize) -> Self {
+        let ptr = shared.ptr_at(offset);
+        // In bounds: the end is in the buffer too.
+        shared.ptr_at(offset + len);
+        Row { ptr, len }
+    }
+
+    /// The row, to be written.
+    ///
+    /// # Safety
+    /// No one else may access the row while the slice lives.
+    unsafe fn slice<'a>(&self) -> &'a mut [MaybeUninit<f32>] {
+        // SAFETY: in the buffer (checked at construction); exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.cast(), self.len) }
+    }
+}
+
+/// How a stride-1 conv over the whole signal splits into jobs of whole blocks of `m d`
+/// outputs on the grid anchored at `origin`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct JobGrid {
+    m: usize,
+    d: usize,
+    /// First block on the absolute grid, and blocks per job and jobs per batch row.
+    q_first: usize,
+    q_end: usize,
+    pub blocks_per_job: usize,
+    pub jobs_per_batch: usize,
+    /// Blocks of input a job reads beyond its own: the kernel's reach plus the tile's.
+    extra_blocks: usize,
+    origin: usize,
+}
+
+/// The tile sums of one job: which outputs they hold.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct JobSums {
+    m: usize,
+    d: usize,
+    c_out: usize,
+    tiles: usize,
+    blocks: usize,
+    /// Local index of the first output of the job's first block (negative when the grid
+    /// starts before the window).
+    base: isize,
+}
+
+impl JobGrid {
+    pub fn new(ww: &WinogradWeights, g: &ConvGeom, origin: usize) -> Self {
+        let l_out = g.l_out().expect("checked by the caller");
+        let (m, d) = (ww.m, g.dilation);
+        let blk = m * d;
+        let q_first = origin / blk;
+        let q_end = (origin + l_out).div_ceil(blk);
+        let blocks_per_job = (TILES_PER_JOB / d).max(1);
+        JobGrid {
+            m,
+            d,
+            q_first,
+            q_end,
+            blocks_per_job,
+            jobs_per_batch: (q_end - q_first).div_ceil(blocks_per_job),
+            extra_blocks: (g.kernel + m - 2) / m + 1,
+            origin,
+        }
+    }
+
+    /// The tile sums of job `job` (its blocks of batch row `xb`), `[m][c_out][tiles]`, left in
+    /// `scratch.d`; `scratch.a`, `.b` and `.c` are working space.
+    #[allow(clippy::too_many_arguments)]
+    pub fn job_sums(
+        &self,
+        job: usize,
+        xb: &[f32],
+        ww: &WinogradWeights,
+        pre: Option<PreAct>,
+        g: &ConvGeom,
+        scratch: &mut Scratch,
+        threads: usize,
+    ) -> JobSums {
+        let (m, d) = (self.m, self.d);
+        let blk = m * d;
+        let q0 = self.q_first + (job % self.jobs_per_batch) * self.blocks_per_job;
+        let nb = self.blocks_per_job.min(self.q_end - q0);
         let tiles = nb * d;
-        // Local index of the first output of block q0 (negative when the grid starts earlier).
-        let base = (q0 * blk) as isize - origin as isize;
-        let span_blocks = nb + extra_blocks;
-        let xb = &x[b * c_in * g.l_in..][..c_in * g.l_in];
+        let base = (q0 * blk) as isize - self.origin as isize;
+        let span_blocks = nb + self.extra_blocks;
         fill_span(
             &mut scratch.b,
             xb,
             g.l_in,
-            c_in,
+            g.c_in,
             0,
             (base - g.padding as isize, blk * span_blocks),
             EdgeMode::Zeros,
-            f.pre,
+            pre,
             None,
         );
         // [c_in][part][span_blocks * d].
         let part_len = span_blocks * d;
         let parts = &mut scratch.c;
         // Every element is written by `split_parts` below: only grown elements are cleared.
-        parts.resize(m * c_in * part_len, 0.0);
+        parts.resize(m * g.c_in * part_len, 0.0);
         for (row, dst) in scratch
             .b
             .chunks_exact(blk * span_blocks)
@@ -289,35 +395,54 @@ pub(crate) fn conv1d_winograd(
             &mut scratch.d,
             threads,
         );
-        let acc = &scratch.d;
-        // Outputs of this job: local lo..hi.
-        let lo = base.max(0) as usize;
-        let hi = ((base + (blk * nb) as isize).max(0) as usize).min(l_out);
-        for oc in 0..c_out {
-            // SAFETY: job (b, blocks) alone writes samples lo..hi of batch b's rows.
-            let row = unsafe { shared.row((b * c_out + oc) * l_out + lo, hi - lo) };
-            let bias = f.bias.map_or(0.0, |bs| bs[oc]);
-            let res = f
-                .residual
-                .map(|r| &r[(b * c_out + oc) * l_out + lo..][..hi - lo]);
-            let sums = |a: usize| &acc[(a * c_out + oc) * tiles..][..tiles];
-            // Local output lo + k is sample `skip + k` of the job's blocks.
-            let skip = (lo as isize - base) as usize;
-            if skip == 0 && row.len() == blk * nb {
-                merge_parts(&sums, row, m, d, res, bias);
-                continue;
-            }
-            for (k, y) in row.iter_mut().enumerate() {
-                let (q, pos) = ((skip + k) / blk, (skip + k) % blk);
-                let s = sums(pos / d)[q * d + pos % d];
-                *y = match res {
-                    Some(r) => (r[k] + bias) + s,
-                    None => bias + s,
-                };
-            }
+        JobSums {
+            m,
+            d,
+            c_out: ww.c_out,
+            tiles,
+            blocks: nb,
+            base,
         }
-    });
-    out
+    }
+}
+
+impl JobSums {
+    /// The local outputs `lo..hi` of an output of `l_out` samples that the job holds.
+    pub fn outputs(&self, l_out: usize) -> (usize, usize) {
+        let lo = self.base.max(0) as usize;
+        let hi =
+            ((self.base + (self.m * self.d * self.blocks) as isize).max(0) as usize).min(l_out);
+        (lo, hi.max(lo))
+    }
+
+    /// Output channel `oc`'s outputs `lo..lo + row.len()` (from [`Self::outputs`]) from the
+    /// sums `acc`: `row = (res + bias) + sum`, each element written once.
+    pub fn merge_row(
+        &self,
+        acc: &[f32],
+        oc: usize,
+        row: &mut [MaybeUninit<f32>],
+        res: Option<&[f32]>,
+        bias: f32,
+    ) {
+        let (m, d, tiles) = (self.m, self.d, self.tiles);
+        let blk = m * d;
+        let sums = |a: usize| &acc[(a * self.c_out + oc) * tiles..][..tiles];
+        // Local output lo + k is sample `skip + k` of the job's blocks.
+        let skip = (self.base.max(0) - self.base) as usize;
+        if skip == 0 && row.len() == blk * self.blocks {
+            merge_parts(&sums, row, m, d, res, bias);
+            return;
+        }
+        for (k, y) in row.iter_mut().enumerate() {
+            let (q, pos) = ((skip + k) / blk, (skip + k) % blk);
+            let s = sums(pos / d)[q * d + pos % d];
+            y.write(match res {
+                Some(r) => (r[k] + bias) + s,
+                None => bias + s,
+            });
+        }
+    }
 }
 
 /// The sums of every output of `tiles` tiles, `acc` `[m][c_out][tiles]`, from their inputs split
@@ -397,7 +522,7 @@ pub(crate) fn split_parts(row: &[f32], parts: &mut [f32], m: usize, d: usize) {
 /// `y = (res + bias) + sum`.
 fn merge_parts<'a>(
     sums: &impl Fn(usize) -> &'a [f32],
-    row: &mut [f32],
+    row: &mut [MaybeUninit<f32>],
     m: usize,
     d: usize,
     res: Option<&[f32]>,
@@ -411,10 +536,12 @@ fn merge_parts<'a>(
                 Some(r) => {
                     let r = r[a..].iter().step_by(m);
                     for ((y, &s), &rv) in dst.zip(s).zip(r) {
-                        *y = (rv + bias) + s;
+                        y.write((rv + bias) + s);
                     }
                 }
-                None => dst.zip(s).for_each(|(y, &s)| *y = bias + s),
+                None => dst.zip(s).for_each(|(y, &s)| {
+                    y.write(bias + s);
+                }),
             }
         }
         return;
@@ -428,12 +555,12 @@ fn merge_parts<'a>(
                 Some(r) => {
                     let r = &r[q * m * d + a * d..][..d];
                     for ((y, &s), &rv) in dst.iter_mut().zip(src).zip(r) {
-                        *y = (rv + bias) + s;
+                        y.write((rv + bias) + s);
                     }
                 }
                 None => {
                     for (y, &s) in dst.iter_mut().zip(src) {
-                        *y = bias + s;
+                        y.write(bias + s);
                     }
                 }
             }

@@ -23,6 +23,7 @@ mod rng;
 mod snake;
 mod snake_cpu;
 mod snake_residual_unit;
+mod snake_residual_unit_fma;
 
 pub use conv::{
     Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig, EdgeMode, causal_padding,
