@@ -21,9 +21,10 @@
 
 use super::conv::EdgeMode;
 use super::conv_cpu::{ConvGeom, ConvTrGeom, PreAct, fill_span, run_jobs};
-use super::conv_winograd::{Plan, WinogradWeights, split_parts, tile_sums};
+use super::conv_winograd::{Plan, WinogradWeights, tile_sums};
 use super::gemm::{SharedOut, assume_init, uninit_buffer};
 use super::panel_gemm;
+use super::tile_parts::split_parts;
 
 /// F(3, 2): tiles of 3 output frames.
 const PLAN: Plan = Plan {

@@ -29,6 +29,7 @@ use super::conv::EdgeMode;
 use super::conv_cpu::{ConvGeom, Fusion, PreAct, Scratch, fill_span, run_jobs};
 use super::gemm::{SharedOut, assume_init, uninit_buffer};
 use super::panel_gemm::{self, PackedRows};
+use super::tile_parts::{merge_parts, split_parts};
 
 /// Outputs per tile, and taps per piece of a split kernel (the last piece takes the rest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -499,78 +500,9 @@ pub(crate) fn tile_sums(
     }
 }
 
-/// Split a row of whole blocks of `m d` samples into `m` parts: part `a` (of `parts`, each
-/// `row.len() / m` long) takes samples `a d .. (a + 1) d` of every block.
-pub(crate) fn split_parts(row: &[f32], parts: &mut [f32], m: usize, d: usize) {
-    let part_len = row.len() / m;
-    if d == 1 {
-        for (q, block) in row.chunks_exact(m).enumerate() {
-            for (a, &s) in block.iter().enumerate() {
-                parts[a * part_len + q] = s;
-            }
-        }
-        return;
-    }
-    for (q, block) in row.chunks_exact(m * d).enumerate() {
-        for (a, src) in block.chunks_exact(d).enumerate() {
-            parts[a * part_len + q * d..][..d].copy_from_slice(src);
-        }
-    }
-}
-
-/// The inverse of [`split_parts`] for whole blocks of outputs, adding the bias and the residual:
-/// `y = (res + bias) + sum`.
-fn merge_parts<'a>(
-    sums: &impl Fn(usize) -> &'a [f32],
-    row: &mut [MaybeUninit<f32>],
-    m: usize,
-    d: usize,
-    res: Option<&[f32]>,
-    bias: f32,
-) {
-    if d == 1 {
-        for a in 0..m {
-            let s = sums(a);
-            let dst = row[a..].iter_mut().step_by(m);
-            match res {
-                Some(r) => {
-                    let r = r[a..].iter().step_by(m);
-                    for ((y, &s), &rv) in dst.zip(s).zip(r) {
-                        y.write((rv + bias) + s);
-                    }
-                }
-                None => dst.zip(s).for_each(|(y, &s)| {
-                    y.write(bias + s);
-                }),
-            }
-        }
-        return;
-    }
-    for a in 0..m {
-        let s = sums(a);
-        for (q, block) in row.chunks_exact_mut(m * d).enumerate() {
-            let dst = &mut block[a * d..][..d];
-            let src = &s[q * d..][..d];
-            match res {
-                Some(r) => {
-                    let r = &r[q * m * d + a * d..][..d];
-                    for ((y, &s), &rv) in dst.iter_mut().zip(src).zip(r) {
-                        y.write((rv + bias) + s);
-                    }
-                }
-                None => {
-                    for (y, &s) in dst.iter_mut().zip(src) {
-                        y.write(bias + s);
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// The element-wise passes of [`tile_sums`], compiled for AVX-512 where the CPU has it (the
-/// crate's baseline is SSE2). Products and sums stay separate operations, so both builds give
-/// the same bits.
+/// crate's baseline is SSE2). Every path gives the bits of `sum + w * x` with the product
+/// rounded on its own ([`Term`]), so all of them agree.
 mod simd {
     use super::panel_gemm::COLS;
 
@@ -578,7 +510,7 @@ mod simd {
     pub(super) fn wide() -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            std::is_x86_feature_detected!("avx512f")
+            std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma")
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -586,10 +518,61 @@ mod simd {
         }
     }
 
+    /// A transform coefficient `w`, by how its product joins a sum. When `w` is a power of two
+    /// (the output transforms, and every transform of F(3, 2)), `w x` is exact, so `sum + w x`
+    /// rounds once, as a fused multiply-add does, and for `w = +-1` it is an addition or a
+    /// subtraction: half the operations, the same bits (short of underflow to subnormals).
+    #[derive(Clone, Copy, Debug)]
+    enum Term {
+        Add,
+        Sub,
+        /// A power of two other than +-1.
+        Exact(f32),
+        /// Any other coefficient: the product is rounded before the sum.
+        Rounded(f32),
+    }
+
+    impl Term {
+        fn of(w: f32) -> Term {
+            let exponent = (w.to_bits() >> 23) & 0xff;
+            let power_of_two = w.to_bits() & 0x7f_ffff == 0 && exponent != 0 && exponent != 0xff;
+            match w {
+                1.0 => Term::Add,
+                -1.0 => Term::Sub,
+                _ if power_of_two => Term::Exact(w),
+                _ => Term::Rounded(w),
+            }
+        }
+
+        /// `dst = w src`.
+        #[inline(always)]
+        fn set(self, dst: &mut [f32], src: &[f32]) {
+            match self {
+                Term::Add => dst.copy_from_slice(&src[..dst.len()]),
+                Term::Sub => dst.iter_mut().zip(src).for_each(|(o, &x)| *o = -x),
+                Term::Exact(w) | Term::Rounded(w) => {
+                    dst.iter_mut().zip(src).for_each(|(o, &x)| *o = w * x)
+                }
+            }
+        }
+
+        /// `dst += w src`; `FMA`: the build has fused multiply-adds.
+        #[inline(always)]
+        fn add<const FMA: bool>(self, dst: &mut [f32], src: &[f32]) {
+            let pairs = dst.iter_mut().zip(src);
+            match self {
+                Term::Add => pairs.for_each(|(o, &x)| *o += x),
+                Term::Sub => pairs.for_each(|(o, &x)| *o -= x),
+                Term::Exact(w) if FMA => pairs.for_each(|(o, &x)| *o = w.mul_add(x, *o)),
+                Term::Exact(w) | Term::Rounded(w) => pairs.for_each(|(o, &x)| *o += w * x),
+            }
+        }
+    }
+
     /// `V = B^T x` for one component: `v` `[panel][c_in][COLS]` from `parts` (channel `c`'s at
     /// `c step`), term `(offset, w)` reading `tiles` values from `offset`.
     #[inline(always)]
-    fn transform_body(
+    fn transform_body<const FMA: bool>(
         v: &mut [f32],
         parts: &[f32],
         step: usize,
@@ -598,6 +581,8 @@ mod simd {
         tiles: usize,
     ) {
         let (&(o0, w0), rest) = terms.split_first().expect("a component has terms");
+        let first = Term::of(w0);
+        let rest: Vec<(usize, Term)> = rest.iter().map(|&(o, w)| (o, Term::of(w))).collect();
         let whole = tiles / COLS * COLS;
         for c in 0..c_in {
             let chan = &parts[c * step..];
@@ -607,27 +592,19 @@ mod simd {
                     .try_into()
                     .expect("a whole panel");
                 let src: &[f32; COLS] = chan[o0 + t0..][..COLS].try_into().expect("a whole panel");
-                for (o, &x) in dst.iter_mut().zip(src) {
-                    *o = w0 * x;
-                }
-                for &(off, w) in rest {
+                first.set(dst, src);
+                for &(off, term) in &rest {
                     let src: &[f32; COLS] =
                         chan[off + t0..][..COLS].try_into().expect("a whole panel");
-                    for (o, &x) in dst.iter_mut().zip(src) {
-                        *o += w * x;
-                    }
+                    term.add::<FMA>(dst, src);
                 }
             }
             if whole < tiles {
                 let n = tiles - whole;
                 let dst = &mut v[(whole / COLS * c_in + c) * COLS..][..n];
-                for (o, &x) in dst.iter_mut().zip(&chan[o0 + whole..][..n]) {
-                    *o = w0 * x;
-                }
-                for &(off, w) in rest {
-                    for (o, &x) in dst.iter_mut().zip(&chan[off + whole..][..n]) {
-                        *o += w * x;
-                    }
+                first.set(dst, &chan[o0 + whole..][..n]);
+                for &(off, term) in &rest {
+                    term.add::<FMA>(dst, &chan[off + whole..][..n]);
                 }
             }
         }
@@ -636,7 +613,7 @@ mod simd {
     /// `sums[r] (+)= w m[r]` for every row `r` (`tiles` long; `m`'s rows `ld` apart), `=` when
     /// `first`.
     #[inline(always)]
-    fn add_products_body(
+    fn add_products_body<const FMA: bool>(
         sums: &mut [f32],
         m: &[f32],
         tiles: usize,
@@ -644,18 +621,19 @@ mod simd {
         w: f32,
         first: bool,
     ) {
+        let term = Term::of(w);
         for (s, mr) in sums.chunks_exact_mut(tiles).zip(m.chunks(ld)) {
             let mr = &mr[..tiles];
             if first {
-                s.iter_mut().zip(mr).for_each(|(s, &x)| *s = w * x);
+                term.set(s, mr);
             } else {
-                s.iter_mut().zip(mr).for_each(|(s, &x)| *s += w * x);
+                term.add::<FMA>(s, mr);
             }
         }
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,fma")]
     fn transform_avx512(
         v: &mut [f32],
         parts: &[f32],
@@ -664,11 +642,11 @@ mod simd {
         c_in: usize,
         tiles: usize,
     ) {
-        transform_body(v, parts, step, terms, c_in, tiles)
+        transform_body::<true>(v, parts, step, terms, c_in, tiles)
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,fma")]
     fn add_products_avx512(
         sums: &mut [f32],
         m: &[f32],
@@ -677,7 +655,7 @@ mod simd {
         w: f32,
         first: bool,
     ) {
-        add_products_body(sums, m, tiles, ld, w, first)
+        add_products_body::<true>(sums, m, tiles, ld, w, first)
     }
 
     pub(super) fn transform_inputs(
@@ -691,11 +669,11 @@ mod simd {
     ) {
         #[cfg(target_arch = "x86_64")]
         if wide {
-            // SAFETY: `wide` says the CPU has AVX-512.
+            // SAFETY: `wide` says the CPU has AVX-512 (and so FMA).
             return unsafe { transform_avx512(v, parts, step, terms, c_in, tiles) };
         }
         let _ = wide;
-        transform_body(v, parts, step, terms, c_in, tiles)
+        transform_body::<false>(v, parts, step, terms, c_in, tiles)
     }
 
     pub(super) fn add_products(
@@ -709,11 +687,11 @@ mod simd {
     ) {
         #[cfg(target_arch = "x86_64")]
         if wide {
-            // SAFETY: `wide` says the CPU has AVX-512.
+            // SAFETY: `wide` says the CPU has AVX-512 (and so FMA).
             return unsafe { add_products_avx512(sums, m, tiles, ld, w, first) };
         }
         let _ = wide;
-        add_products_body(sums, m, tiles, ld, w, first)
+        add_products_body::<false>(sums, m, tiles, ld, w, first)
     }
 }
 

@@ -24,6 +24,7 @@ mod snake;
 mod snake_cpu;
 mod snake_residual_unit;
 mod snake_residual_unit_fma;
+mod tile_parts;
 
 pub use conv::{
     Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig, EdgeMode, causal_padding,

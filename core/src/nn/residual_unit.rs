@@ -24,6 +24,7 @@ use super::conv_winograd::{WinogradWeights, tile_sums};
 use super::elu::elu_in_place;
 use super::gemm::{MatRef, SharedOut, assume_init, uninit_buffer};
 use super::residual_unit_amx::{self, TileUnit, UnitActivation};
+use super::tile_parts;
 
 /// The unit's layers and `conv1`'s padding (the convs themselves have padding 0).
 #[derive(Clone, Copy, Debug)]
@@ -297,7 +298,7 @@ fn run(
                 for (r, row) in hidden.chunks_exact_mut(nt).enumerate() {
                     let bias = p.w1.1.map_or(0.0, |bias| bias[r]);
                     let part = |a: usize| &sums[(a * p.hidden + r) * tiles..][..tiles];
-                    quads::merge(&part, row, ww.m, bias);
+                    tile_parts::merge(&part, tile_parts::as_uninit(row), ww.m, bias);
                 }
             }
         }
@@ -375,146 +376,10 @@ fn conv1_tiles<'s>(
         .zip(parts.chunks_exact_mut(m * part_len))
         .take(c)
     {
-        quads::split(row, dst, m, part_len);
+        tile_parts::split_padded(row, dst, m, part_len);
     }
     tile_sums(ww, parts, part_len, tiles, 1, vm, acc, 1);
     acc
-}
-
-/// Between a tile's samples and the `m` parts of minimal filtering (sample `m q + a` is
-/// element `q` of part `a`): plain copies, and one addition of the bias per output, so every
-/// path gives the same bits. With `m = 4` and AVX-512, 64 samples at a time by permutes.
-mod quads {
-    /// `row` into `m` parts of `part_len` (`dst`), zero past the row's end.
-    pub(super) fn split(row: &[f32], dst: &mut [f32], m: usize, part_len: usize) {
-        assert!(dst.len() >= m * part_len && row.len() <= m * part_len);
-        let mut done = 0;
-        #[cfg(target_arch = "x86_64")]
-        if m == 4 && std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked); bounds asserted above.
-            done = unsafe { split4_avx512(row, dst, part_len) };
-        }
-        let whole = row.len() / m * m;
-        for (q, block) in row[..whole].chunks_exact(m).enumerate().skip(done / m) {
-            for (a, &v) in block.iter().enumerate() {
-                dst[a * part_len + q] = v;
-            }
-        }
-        for (i, &v) in row.iter().enumerate().skip(whole.max(done)) {
-            dst[(i % m) * part_len + i / m] = v;
-        }
-        for a in 0..m {
-            let first = row.len().saturating_sub(a).div_ceil(m);
-            dst[a * part_len + first..(a + 1) * part_len].fill(0.0);
-        }
-    }
-
-    /// `row[m q + a] = bias + part(a)[q]` for every sample of `row`.
-    pub(super) fn merge<'a>(
-        part: &impl Fn(usize) -> &'a [f32],
-        row: &mut [f32],
-        m: usize,
-        bias: f32,
-    ) {
-        let mut done = 0;
-        #[cfg(target_arch = "x86_64")]
-        if m == 4 && std::is_x86_feature_detected!("avx512f") {
-            let parts = [part(0), part(1), part(2), part(3)];
-            // SAFETY: the CPU has AVX-512F (checked); the function checks its bounds.
-            done = unsafe { merge4_avx512(parts, row, bias) };
-        }
-        for a in 0..m {
-            let Some(rest) = row.get_mut(done + a..) else {
-                break;
-            };
-            for (y, &s) in rest.iter_mut().step_by(m).zip(&part(a)[done / m..]) {
-                *y = bias + s;
-            }
-        }
-    }
-
-    /// [`split`] of the row's whole blocks of 64 samples; returns how many samples it did.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn split4_avx512(row: &[f32], dst: &mut [f32], part_len: usize) -> usize {
-        use std::arch::x86_64::*;
-        let blocks = row.len() / 64;
-        assert!(blocks * 16 <= part_len && dst.len() >= 4 * part_len);
-        // Part a of 16 samples (4 floats each) of a pair of vectors: indices 4 j + a, j < 8.
-        let index = |a: i32| {
-            _mm512_setr_epi32(
-                a,
-                4 + a,
-                8 + a,
-                12 + a,
-                16 + a,
-                20 + a,
-                24 + a,
-                28 + a,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-            )
-        };
-        let idx = [index(0), index(1), index(2), index(3)];
-        for k in 0..blocks {
-            // SAFETY: 64 samples from 64 k are in the row (k < blocks); the stores write
-            // 16 values from 16 k of each part, inside it (asserted).
-            unsafe {
-                let src = row.as_ptr().add(64 * k);
-                let v = [0, 16, 32, 48].map(|o| _mm512_loadu_ps(src.add(o)));
-                for (a, &ix) in idx.iter().enumerate() {
-                    let lo = _mm512_permutex2var_ps(v[0], ix, v[1]);
-                    let hi = _mm512_permutex2var_ps(v[2], ix, v[3]);
-                    let out = _mm512_shuffle_f32x4::<0b01_00_01_00>(lo, hi);
-                    _mm512_storeu_ps(dst.as_mut_ptr().add(a * part_len + 16 * k), out);
-                }
-            }
-        }
-        blocks * 64
-    }
-
-    /// [`merge`] of the row's whole blocks of 64 samples; returns how many samples it did.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn merge4_avx512(parts: [&[f32]; 4], row: &mut [f32], bias: f32) -> usize {
-        use std::arch::x86_64::*;
-        let blocks = (row.len() / 64).min(parts.iter().map(|p| p.len() / 16).min().unwrap_or(0));
-        // Output vector j of a block, lane 4 u + a: part a, element 4 j + u. `pair` picks parts
-        // 0 and 1 into lanes 4 u and 4 u + 1 (and 2 and 3 into 4 u + 2 and 4 u + 3, the same
-        // indices over the other pair); the blend takes the second pair's lanes.
-        let pair = |j: i32| {
-            let mut ix = [0i32; 16];
-            for u in 0..4 {
-                for a in 0..4 {
-                    ix[(4 * u + a) as usize] = 4 * j + u + if a % 2 == 1 { 16 } else { 0 };
-                }
-            }
-            // SAFETY: 16 indices.
-            unsafe { _mm512_loadu_si512(ix.as_ptr().cast()) }
-        };
-        let idx = [pair(0), pair(1), pair(2), pair(3)];
-        let b = _mm512_set1_ps(bias);
-        for k in 0..blocks {
-            // SAFETY: 16 values of each part from 16 k and 64 samples of the row from 64 k
-            // (k < blocks).
-            unsafe {
-                let s = parts.map(|p| _mm512_loadu_ps(p.as_ptr().add(16 * k)));
-                for (j, &ix) in idx.iter().enumerate() {
-                    let p01 = _mm512_permutex2var_ps(s[0], ix, s[1]);
-                    let p23 = _mm512_permutex2var_ps(s[2], ix, s[3]);
-                    let out = _mm512_mask_blend_ps(0xCCCC, p01, p23);
-                    _mm512_storeu_ps(row.as_mut_ptr().add(64 * k + 16 * j), _mm512_add_ps(b, out));
-                }
-            }
-        }
-        blocks * 64
-    }
 }
 
 /// A stride-1 conv over a tile: `input` given as (data, row stride), `w` as
@@ -748,37 +613,6 @@ mod tests {
                     .is_none()
             );
         }
-    }
-
-    #[test]
-    fn quads_split_and_merge_by_definition() {
-        let m = 4;
-        for len in [0usize, 3, 64, 65, 130, 386, 1001] {
-            let row: Vec<f32> = (0..len).map(|i| i as f32 + 0.5).collect();
-            let part_len = len.div_ceil(m) + 2;
-            let mut dst = vec![f32::NAN; m * part_len];
-            quads::split(&row, &mut dst, m, part_len);
-            for a in 0..m {
-                for q in 0..part_len {
-                    let want = row.get(m * q + a).copied().unwrap_or(0.0);
-                    assert_eq!(
-                        dst[a * part_len + q],
-                        want,
-                        "len {len} part {a} element {q}"
-                    );
-                }
-            }
-            let mut merged = vec![f32::NAN; len];
-            let part = |a: usize| &dst[a * part_len..][..part_len];
-            quads::merge(&part, &mut merged, m, 0.25);
-            let want: Vec<f32> = row.iter().map(|&v| 0.25 + v).collect();
-            assert_eq!(merged, want, "len {len}");
-        }
-        // Other tile sizes take the plain loops.
-        let row: Vec<f32> = (0..20).map(|i| i as f32).collect();
-        let mut dst = vec![f32::NAN; 3 * 8];
-        quads::split(&row, &mut dst, 3, 8);
-        assert_eq!(&dst[8..16], &[1., 4., 7., 10., 13., 16., 19., 0.]);
     }
 
     /// With every conv on the AMX tiles, the unit runs on them, within f32 error of its

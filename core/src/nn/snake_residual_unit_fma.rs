@@ -10,13 +10,12 @@
 //! activates it, multiplies it by `conv2`'s weights, packed once (`panel_gemm`), and writes
 //! `(x + bias) + product` straight into the unit's output.
 
-use std::mem::MaybeUninit;
-
 use super::conv_cpu::{ConvGeom, PreAct, run_jobs};
 use super::conv_winograd::{JobGrid, WinogradWeights};
 use super::gemm::{SharedOut, assume_init, uninit_buffer};
 use super::panel_gemm::{self, COLS, PackedRows};
 use super::snake_cpu::{SnakeParams, snake_in_place};
+use super::tile_parts::as_uninit;
 
 /// A unit that fits the pass, with its CPU weights.
 pub(crate) struct FmaUnit<'a> {
@@ -105,11 +104,4 @@ pub(crate) fn run(x: &[f32], unit: &FmaUnit, origin: usize) -> Vec<f32> {
     // SAFETY: the jobs' blocks cover every sample of every batch, and each job writes every
     // sample of its rows (above).
     unsafe { assume_init(out) }
-}
-
-/// An initialised row as one to be written: only values are written into it, never
-/// uninitialised memory, so it stays initialised.
-fn as_uninit(row: &mut [f32]) -> &mut [MaybeUninit<f32>] {
-    // SAFETY: same layout; the callee only writes initialised floats (see above).
-    unsafe { &mut *(row as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
