@@ -27,7 +27,7 @@ use super::conv_direct::{self, DirectTile};
 use super::conv_strided_direct;
 use super::elu::{elu_in_place, elu_into};
 use super::gemm::{MatRef, SharedOut, assume_init, uninit_buffer};
-use super::snake_cpu::{SnakeParams, snake_in_place};
+use super::snake_cpu::{SnakeParams, snake_in_place, snake_row};
 
 /// An activation applied to a kernel's input samples as they are copied into its tile.
 #[derive(Clone, Copy, Debug)]
@@ -246,6 +246,10 @@ pub(crate) fn fill_span_strided(
         }
         match pre {
             Some(PreAct::Elu) => elu_into(&mut row[lo..hi], body),
+            // Snake over the copied samples alone (zero padding stays zero): in the same pass.
+            Some(PreAct::Snake(p)) if !copies_edges => {
+                snake_row(&mut row[lo..hi], body, p.alpha[ch0 + r], p.inv[ch0 + r])
+            }
             _ => row[lo..hi].copy_from_slice(body),
         }
         if copies_edges {
@@ -272,6 +276,7 @@ pub(crate) fn fill_span_strided(
                 p.apply(&mut row[hi..], ch0 + r);
             }
             Some(PreAct::Elu) | None => {}
+            Some(PreAct::Snake(_)) if !copies_edges => {}
             // Snake's vector and tail paths may round differently, so it runs over the same
             // range as it always has.
             Some(p) => p.apply(

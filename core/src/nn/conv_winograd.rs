@@ -571,8 +571,7 @@ mod simd {
 
     /// `V = B^T x` for one component: `v` `[panel][c_in][COLS]` from `parts` (channel `c`'s at
     /// `c step`), term `(offset, w)` reading `tiles` values from `offset`.
-    #[inline(always)]
-    fn transform_body<const FMA: bool>(
+    fn transform_body(
         v: &mut [f32],
         parts: &[f32],
         step: usize,
@@ -583,28 +582,91 @@ mod simd {
         let (&(o0, w0), rest) = terms.split_first().expect("a component has terms");
         let first = Term::of(w0);
         let rest: Vec<(usize, Term)> = rest.iter().map(|&(o, w)| (o, Term::of(w))).collect();
-        let whole = tiles / COLS * COLS;
         for c in 0..c_in {
             let chan = &parts[c * step..];
-            // Whole panels as fixed-size blocks (straight-line vector code), then the rest.
-            for t0 in (0..whole).step_by(COLS) {
-                let dst: &mut [f32; COLS] = (&mut v[(t0 / COLS * c_in + c) * COLS..][..COLS])
-                    .try_into()
-                    .expect("a whole panel");
-                let src: &[f32; COLS] = chan[o0 + t0..][..COLS].try_into().expect("a whole panel");
-                first.set(dst, src);
+            for t0 in (0..tiles).step_by(COLS) {
+                let n = COLS.min(tiles - t0);
+                let dst = &mut v[(t0 / COLS * c_in + c) * COLS..][..n];
+                first.set(dst, &chan[o0 + t0..][..n]);
                 for &(off, term) in &rest {
-                    let src: &[f32; COLS] =
-                        chan[off + t0..][..COLS].try_into().expect("a whole panel");
-                    term.add::<FMA>(dst, src);
+                    term.add::<false>(dst, &chan[off + t0..][..n]);
                 }
             }
-            if whole < tiles {
-                let n = tiles - whole;
-                let dst = &mut v[(whole / COLS * c_in + c) * COLS..][..n];
-                first.set(dst, &chan[o0 + whole..][..n]);
+        }
+    }
+
+    /// [`transform_body`] with each panel's two vectors in registers through all the terms
+    /// (compiled from the generic loops, every term reloaded and stored them), the last,
+    /// partial panel by masked loads.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,fma")]
+    fn transform_avx512(
+        v: &mut [f32],
+        parts: &[f32],
+        step: usize,
+        terms: &[(usize, f32)],
+        c_in: usize,
+        tiles: usize,
+    ) {
+        use std::arch::x86_64::*;
+        let panels = tiles.div_ceil(COLS);
+        let (&(o0, w0), rest) = terms.split_first().expect("a component has terms");
+        let rest: Vec<(usize, Term)> = rest.iter().map(|&(o, w)| (o, Term::of(w))).collect();
+        let reach = terms.iter().map(|&(o, _)| o).max().unwrap_or(0) + tiles;
+        assert!(c_in == 0 || (c_in - 1) * step + reach <= parts.len());
+        assert!(panels * c_in * COLS <= v.len());
+        let w0v = _mm512_set1_ps(w0);
+        for p in 0..panels {
+            // The panel's tiles: the low vector's lanes up to `n`, then the high one's.
+            let n = COLS.min(tiles - p * COLS);
+            let lanes = |k: usize| -> __mmask16 {
+                match n.saturating_sub(16 * k) {
+                    0 => 0,
+                    l if l >= 16 => !0,
+                    l => (1 << l) - 1,
+                }
+            };
+            let (lo, hi) = (lanes(0), lanes(1));
+            let load = |at: usize| {
+                // SAFETY: the masks cover tiles p COLS .. p COLS + n <= tiles, and
+                // `c step + offset + tiles <= parts.len()` for every channel and offset
+                // (asserted above).
+                unsafe {
+                    let q = parts.as_ptr().add(at);
+                    (
+                        _mm512_maskz_loadu_ps(lo, q),
+                        _mm512_maskz_loadu_ps(hi, q.add(16)),
+                    )
+                }
+            };
+            for c in 0..c_in {
+                let t0 = c * step + p * COLS;
+                let (mut a, mut b) = load(t0 + o0);
+                if w0 != 1.0 {
+                    (a, b) = (_mm512_mul_ps(w0v, a), _mm512_mul_ps(w0v, b));
+                }
                 for &(off, term) in &rest {
-                    term.add::<FMA>(dst, &chan[off + whole..][..n]);
+                    let (x, y) = load(t0 + off);
+                    (a, b) = match term {
+                        Term::Add => (_mm512_add_ps(a, x), _mm512_add_ps(b, y)),
+                        Term::Sub => (_mm512_sub_ps(a, x), _mm512_sub_ps(b, y)),
+                        Term::Exact(w) => {
+                            let w = _mm512_set1_ps(w);
+                            (_mm512_fmadd_ps(w, x, a), _mm512_fmadd_ps(w, y, b))
+                        }
+                        Term::Rounded(w) => {
+                            let w = _mm512_set1_ps(w);
+                            let (px, py) = (_mm512_mul_ps(w, x), _mm512_mul_ps(w, y));
+                            (_mm512_add_ps(a, px), _mm512_add_ps(b, py))
+                        }
+                    };
+                }
+                // SAFETY: panel p, channel c of `v` (asserted above); the padding columns
+                // past `tiles` are written too (zeros), and never read.
+                unsafe {
+                    let d = v.as_mut_ptr().add((p * c_in + c) * COLS);
+                    _mm512_storeu_ps(d, a);
+                    _mm512_storeu_ps(d.add(16), b);
                 }
             }
         }
@@ -630,19 +692,6 @@ mod simd {
                 term.add::<FMA>(s, mr);
             }
         }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,fma")]
-    fn transform_avx512(
-        v: &mut [f32],
-        parts: &[f32],
-        step: usize,
-        terms: &[(usize, f32)],
-        c_in: usize,
-        tiles: usize,
-    ) {
-        transform_body::<true>(v, parts, step, terms, c_in, tiles)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -673,7 +722,7 @@ mod simd {
             return unsafe { transform_avx512(v, parts, step, terms, c_in, tiles) };
         }
         let _ = wide;
-        transform_body::<false>(v, parts, step, terms, c_in, tiles)
+        transform_body(v, parts, step, terms, c_in, tiles)
     }
 
     pub(super) fn add_products(
@@ -714,6 +763,56 @@ mod tests {
             stride: 1,
             dilation: dil,
             groups: 1,
+        }
+    }
+
+    /// The AVX-512 transform and sums give the bits of the portable loops, for coefficients
+    /// of every kind (+-1, other powers of two, any other value), whole and partial panels.
+    #[test]
+    fn element_passes_agree_across_builds() {
+        if !simd::wide() {
+            eprintln!("AVX-512 not available here: skipped");
+            return;
+        }
+        let (c_in, step) = (3, 200);
+        let parts = pseudo(c_in * step, 7);
+        let terms = [
+            (0, 1.0),
+            (5, -1.0),
+            (9, 0.25),
+            (13, -0.6666667),
+            (40, 4.0),
+            (2, 0.11),
+        ];
+        for tiles in [1usize, 31, 32, 33, 64, 100] {
+            let ld = tiles.next_multiple_of(panel_gemm::COLS);
+            for first in 0..terms.len() {
+                let mut order = terms.to_vec();
+                order.rotate_left(first);
+                let mut wide = vec![f32::NAN; c_in * ld];
+                let mut narrow = vec![f32::NAN; c_in * ld];
+                simd::transform_inputs(true, &mut wide, &parts, step, &order, c_in, tiles);
+                simd::transform_inputs(false, &mut narrow, &parts, step, &order, c_in, tiles);
+                for p in 0..ld / panel_gemm::COLS {
+                    for c in 0..c_in {
+                        for j in 0..panel_gemm::COLS.min(tiles - p * panel_gemm::COLS) {
+                            let at = (p * c_in + c) * panel_gemm::COLS + j;
+                            assert_eq!(wide[at].to_bits(), narrow[at].to_bits(), "tiles {tiles}");
+                        }
+                    }
+                }
+            }
+            for &(_, w) in &terms {
+                for first in [true, false] {
+                    let m = pseudo(c_in * ld, 11);
+                    let mut wide = pseudo(c_in * tiles, 12);
+                    let mut narrow = wide.clone();
+                    simd::add_products(true, &mut wide, &m, tiles, ld, w, first);
+                    simd::add_products(false, &mut narrow, &m, tiles, ld, w, first);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&wide), bits(&narrow), "tiles {tiles}, w {w}");
+                }
+            }
         }
     }
 

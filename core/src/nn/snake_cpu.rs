@@ -28,8 +28,15 @@ pub(crate) struct SnakeParams<'a> {
     pub inv: &'a [f32],
 }
 
-/// `o = snake(x)` for one channel, copied and transformed in blocks that stay in L1.
+/// `o = snake(x)` for one channel: in one pass with AVX-512, else copied and transformed in
+/// blocks that stay in L1 (the same bits).
 pub(crate) fn snake_row(o: &mut [f32], x: &[f32], alpha: f32, inv: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        unsafe { avx512::snake_into(o, x, alpha, inv) };
+        return;
+    }
     for (ob, xb) in o.chunks_mut(1024).zip(x.chunks(1024)) {
         ob.copy_from_slice(xb);
         snake_in_place(ob, alpha, inv);
@@ -155,6 +162,37 @@ mod avx512 {
         while i < n {
             let lanes = (n - i).min(16);
             snake16(&mut buf[i..i + lanes], (va, vinv), |_| (alpha, inv));
+            i += lanes;
+        }
+    }
+
+    /// `o = snake(x)` over the shorter of the two, with the bits of [`snake_in_place`]: a
+    /// conv's input fill activates as it copies, instead of copying and then activating.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn snake_into(o: &mut [f32], x: &[f32], alpha: f32, inv: f32) {
+        let (va, vinv) = (_mm512_set1_ps(alpha), _mm512_set1_ps(inv));
+        let n = o.len().min(x.len());
+        let mut i = 0;
+        while i < n {
+            let lanes = (n - i).min(16);
+            let mask: __mmask16 = if lanes == 16 { !0 } else { (1u16 << lanes) - 1 };
+            // SAFETY: the mask limits the accesses to [i..i + lanes], inside both slices.
+            let v = unsafe { _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i)) };
+            let a = _mm512_mul_ps(va, v);
+            let near =
+                _mm512_cmp_ps_mask::<_CMP_LE_OQ>(_mm512_abs_ps(a), _mm512_set1_ps(FAST_RANGE));
+            let y = _mm512_add_ps(v, _mm512_mul_ps(vinv, sin_sq(a)));
+            // SAFETY: as for the load.
+            unsafe { _mm512_mask_storeu_ps(o.as_mut_ptr().add(i), mask & near, y) };
+            let far = mask & !near;
+            if far != 0 {
+                for j in 0..lanes {
+                    if far & (1 << j) != 0 {
+                        o[i + j] = x[i + j];
+                        snake_scalar(&mut o[i + j..i + j + 1], alpha, inv);
+                    }
+                }
+            }
             i += lanes;
         }
     }
