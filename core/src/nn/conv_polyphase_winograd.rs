@@ -22,7 +22,7 @@
 use super::conv::EdgeMode;
 use super::conv_cpu::{ConvGeom, ConvTrGeom, PreAct, fill_span, run_jobs};
 use super::conv_winograd::{Plan, WinogradWeights, tile_sums};
-use super::gemm::{SharedOut, assume_init, uninit_buffer};
+use super::gemm::{OutRow, SharedOut, assume_init, uninit_buffer};
 use super::panel_gemm;
 use super::tile_parts::split_parts;
 
@@ -200,7 +200,7 @@ pub(crate) fn conv1d_strided_winograd(
         let mut offsets = Vec::with_capacity(m);
         for oc in 0..c_out {
             // SAFETY: job (b, tiles) alone writes outputs lo..hi of batch b's rows.
-            let row = Row::new(&shared, (b * c_out + oc) * l_out + lo, hi - lo);
+            let row = OutRow::new(&shared, (b * c_out + oc) * l_out + lo, hi - lo);
             let bias = bias.map_or(0.0, |bs| bs[oc]);
             offsets.clear();
             offsets.extend((0..m).map(|a| (a * c_out + oc) * tiles));
@@ -274,41 +274,6 @@ unsafe fn regroup_avx512(src: &[f32], rows: &mut [f32], s: usize, m: usize, part
     }
 }
 
-/// A run of output samples that one job alone writes, possibly not initialised yet: written
-/// through a pointer, never read.
-struct Row {
-    ptr: *mut f32,
-    len: usize,
-}
-
-impl Row {
-    /// Elements `offset..offset + len` of `shared`.
-    ///
-    /// The caller's job must be the only one to touch them while the row lives.
-    fn new(shared: &SharedOut, offset: usize, len: usize) -> Self {
-        let ptr = shared.ptr_at(offset);
-        // In bounds: the end is in the buffer too.
-        shared.ptr_at(offset + len);
-        Row { ptr, len }
-    }
-
-    /// The elements `from..` of the row.
-    fn tail(&self, from: usize) -> Row {
-        let from = from.min(self.len);
-        // SAFETY: within the row.
-        Row {
-            ptr: unsafe { self.ptr.add(from) },
-            len: self.len - from,
-        }
-    }
-
-    fn write(&self, i: usize, v: f32) {
-        assert!(i < self.len);
-        // SAFETY: in the row (asserted), which only this job writes.
-        unsafe { self.ptr.add(i).write(v) };
-    }
-}
-
 /// `dst[i] = bias + z[start + i]` for the interleaving `z[q n + k] = sources[k][q]` of the
 /// `n = offsets.len()` sources of `len` values that lie in one buffer, source `k` at
 /// `offsets[k]`: the tile sums (one source per output phase) back into signal order. On
@@ -316,7 +281,7 @@ impl Row {
 /// (a transposed conv's `m s` output phases, 12-24) by a gather of 16 samples (against the
 /// scalar stores, 10 s on a Zen 4: Mimi's transposed 256 -> 128 32.8 -> 30.4 ms, EnCodec's
 /// 128 -> 64 22.2 -> 18.1).
-fn interleave(dst: Row, buf: &[f32], offsets: &[usize], len: usize, start: usize, bias: f32) {
+fn interleave(dst: OutRow, buf: &[f32], offsets: &[usize], len: usize, start: usize, bias: f32) {
     let n = offsets.len();
     if dst.len == 0 {
         return;
@@ -334,11 +299,11 @@ fn interleave(dst: Row, buf: &[f32], offsets: &[usize], len: usize, start: usize
         if n == 3 {
             // The head up to a whole interleaved triple, scalar; then whole blocks of 48.
             let head = ((3 - start % 3) % 3).min(dst.len);
-            interleave_scalar(&Row { len: head, ..dst }, &src, start, bias);
+            interleave_scalar(&OutRow { len: head, ..dst }, &src, start, bias);
             let rest = dst.tail(head);
             let blocks = rest.len / 48;
             let three = [src.get(0), src.get(1), src.get(2)];
-            let whole = Row {
+            let whole = OutRow {
                 len: blocks * 48,
                 ..rest
             };
@@ -374,7 +339,7 @@ impl Sources<'_> {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn interleave_gather_avx512(
-    dst: &Row,
+    dst: &OutRow,
     buf: &[f32],
     offsets: &[usize],
     start: usize,
@@ -418,7 +383,7 @@ fn gcd(a: usize, b: usize) -> usize {
 
 /// [`interleave`] source by source, so that each source is read sequentially (the row is
 /// small enough for L1).
-fn interleave_scalar(dst: &Row, sources: &Sources, start: usize, bias: f32) {
+fn interleave_scalar(dst: &OutRow, sources: &Sources, start: usize, bias: f32) {
     let n = sources.offsets.len();
     for k in 0..n {
         let src = sources.get(k);
@@ -445,7 +410,7 @@ fn interleave_scalar(dst: &Row, sources: &Sources, start: usize, bias: f32) {
 /// AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn interleave3_avx512(dst: &Row, src: [&[f32]; 3], q0: usize, bias: f32) {
+unsafe fn interleave3_avx512(dst: &OutRow, src: [&[f32]; 3], q0: usize, bias: f32) {
     use std::arch::x86_64::*;
     assert_eq!(dst.len % 48, 0);
     // Per output vector v of a block, lane l: position p = 16 v + l is source p % 3, sample
@@ -635,7 +600,7 @@ pub(crate) fn conv_transpose1d_winograd(
         let mut row_offsets = Vec::with_capacity(m * s);
         for oc in 0..c_out {
             // SAFETY: job (b, tiles) alone writes the samples of its frames in batch b's rows.
-            let row = Row::new(&shared, (b * c_out + oc) * l_out + u_lo, u_hi - u_lo);
+            let row = OutRow::new(&shared, (b * c_out + oc) * l_out + u_lo, u_hi - u_lo);
             let bias = bias.map_or(0.0, |bs| bs[oc]);
             // Offset of the first sample in the job's untrimmed samples.
             let v = ((u_lo + p) as isize - base * s as isize) as usize;
@@ -704,7 +669,7 @@ mod tests {
         for start in [0, 1, 2, 5] {
             for len in [0, 1, 47, 48, 100, 3 * 70 - start] {
                 let mut want = vec![f32::NAN; len];
-                let row = |v: &mut Vec<f32>| Row {
+                let row = |v: &mut Vec<f32>| OutRow {
                     ptr: v.as_mut_ptr(),
                     len: v.len(),
                 };
@@ -734,7 +699,7 @@ mod tests {
             for start in [0, 1, n - 1, 17] {
                 for count in [0, 1, 15, 16, 33, 64, n * len - start] {
                     let mut got = vec![f32::NAN; count];
-                    let row = Row {
+                    let row = OutRow {
                         ptr: got.as_mut_ptr(),
                         len: count,
                     };

@@ -27,7 +27,7 @@ use std::mem::MaybeUninit;
 
 use super::conv::EdgeMode;
 use super::conv_cpu::{ConvGeom, Fusion, PreAct, Scratch, fill_span, run_jobs};
-use super::gemm::{SharedOut, assume_init, uninit_buffer};
+use super::gemm::{OutRow, SharedOut, assume_init, uninit_buffer};
 use super::panel_gemm::{self, PackedRows};
 use super::tile_parts::{merge_parts, split_parts};
 
@@ -255,7 +255,7 @@ pub(crate) fn conv1d_winograd(
             let (lo, hi) = sums.outputs(l_out);
             for oc in 0..c_out {
                 // SAFETY: job (b, blocks) alone writes samples lo..hi of batch b's rows, each once.
-                let row = Row::new(&shared, (b * c_out + oc) * l_out + lo, hi - lo);
+                let row = OutRow::new(&shared, (b * c_out + oc) * l_out + lo, hi - lo);
                 let bias = f.bias.map_or(0.0, |bs| bs[oc]);
                 let res = f
                     .residual
@@ -268,30 +268,6 @@ pub(crate) fn conv1d_winograd(
     // SAFETY: the jobs' blocks cover every output of every batch, and `merge_row` writes each
     // sample of a job's rows.
     unsafe { assume_init(out) }
-}
-
-/// Output rows that one job alone writes, not initialised yet.
-struct Row {
-    ptr: *mut f32,
-    len: usize,
-}
-
-impl Row {
-    fn new(shared: &SharedOut, offset: usize, len: usize) -> Self {
-        let ptr = shared.ptr_at(offset);
-        // In bounds: the end is in the buffer too.
-        shared.ptr_at(offset + len);
-        Row { ptr, len }
-    }
-
-    /// The row, to be written.
-    ///
-    /// # Safety
-    /// No one else may access the row while the slice lives.
-    unsafe fn slice<'a>(&self) -> &'a mut [MaybeUninit<f32>] {
-        // SAFETY: in the buffer (checked at construction); exclusive by the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.cast(), self.len) }
-    }
 }
 
 /// How a stride-1 conv over the whole signal splits into jobs of whole blocks of `m d`

@@ -244,6 +244,50 @@ impl SharedOut {
     }
 }
 
+/// A run of output samples that one job alone writes, possibly not initialised yet: written
+/// through a pointer, never read.
+pub(crate) struct OutRow {
+    pub ptr: *mut f32,
+    pub len: usize,
+}
+
+impl OutRow {
+    /// Elements `offset..offset + len` of `shared`.
+    ///
+    /// The caller's job must be the only one to touch them while the row lives.
+    pub fn new(shared: &SharedOut, offset: usize, len: usize) -> Self {
+        let ptr = shared.ptr_at(offset);
+        // In bounds: the end is in the buffer too.
+        shared.ptr_at(offset + len);
+        OutRow { ptr, len }
+    }
+
+    /// The elements `from..` of the row.
+    pub fn tail(&self, from: usize) -> OutRow {
+        let from = from.min(self.len);
+        // SAFETY: within the row.
+        OutRow {
+            ptr: unsafe { self.ptr.add(from) },
+            len: self.len - from,
+        }
+    }
+
+    pub fn write(&self, i: usize, v: f32) {
+        assert!(i < self.len);
+        // SAFETY: in the row (asserted), which only this job writes.
+        unsafe { self.ptr.add(i).write(v) };
+    }
+
+    /// The row, to be written.
+    ///
+    /// # Safety
+    /// No one else may access the row while the slice lives.
+    pub unsafe fn slice<'a>(&self) -> &'a mut [std::mem::MaybeUninit<f32>] {
+        // SAFETY: in the buffer (checked at construction); exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.cast(), self.len) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
