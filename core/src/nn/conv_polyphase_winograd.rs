@@ -750,7 +750,7 @@ mod tests {
 
     #[test]
     fn interleave_of_many_matches_the_definition() {
-        for n in [3usize, 12, 15, 18, 24] {
+        for n in [3usize, 6, 12, 15, 16, 18, 24, 32, 40] {
             let len = 40;
             // Sources at scattered offsets of one buffer, with gaps between them.
             let buf = crate::nn::test_values(n * (len + 7) + 5, n as _);
