@@ -130,34 +130,33 @@ mod tests {
     use super::*;
     use crate::nn::Conv1dConfig;
 
-    /// The fused unit gives the bits of its two convs run one after the other, for each
-    /// dilation of DAC's units and over several time tiles.
-    #[test]
-    fn fused_unit_gives_the_convs_bits() {
-        if !crate::nn::amx::available() {
-            eprintln!("AMX not available here: skipped");
-            return;
-        }
+    /// How a test conv picks its kernels (`Conv1d::with_tiles`, `with_winograd`, or none).
+    type WithKernels = fn(Conv1d) -> Conv1d;
+
+    /// For each dilation of DAC's units (1, 3, 9): the unit's CPU pass and its two convs run
+    /// one after the other, over 2 x `c` x `l` random samples, the convs' kernels chosen by
+    /// `with_kernels` (conv1, then conv2).
+    fn unit_and_layers(
+        (c, l): (usize, usize),
+        biases: bool,
+        with_kernels: (WithKernels, WithKernels),
+    ) -> Vec<(usize, Tensor, Tensor)> {
         let dev = Device::Cpu;
         let w = |shape: (usize, usize, usize)| Tensor::randn(0f32, 0.1, shape, &dev).unwrap();
-        let b = |n: usize| Some(Tensor::randn(0f32, 0.1, n, &dev).unwrap());
-        let bits = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let snake = |c: usize| {
-            let alpha = (Tensor::rand(0.2f32, 2.0, (1, c, 1), &dev)).unwrap();
-            Snake1d::new(alpha).unwrap()
-        };
-        for (c, l) in [(64, 9001), (128, 300), (64, 5)] {
-            let (s1, s2) = (snake(c), snake(c));
-            let conv2 = Conv1d::new(w((c, c, 1)), b(c), Conv1dConfig::default())
-                .unwrap()
-                .with_tiles();
-            for dilation in [1, 3, 9] {
+        let b = |n: usize| biases.then(|| Tensor::randn(0f32, 0.1, n, &dev).unwrap());
+        let snake = || Snake1d::new(Tensor::rand(0.2f32, 2.0, (1, c, 1), &dev).unwrap()).unwrap();
+        let (s1, s2) = (snake(), snake());
+        let conv2 = Conv1d::new(w((c, c, 1)), b(c), Conv1dConfig::default()).unwrap();
+        let conv2 = with_kernels.1(conv2);
+        [1, 3, 9]
+            .into_iter()
+            .map(|dilation| {
                 let cfg = Conv1dConfig {
                     padding: 3 * dilation,
                     dilation,
                     ..Default::default()
                 };
-                let conv1 = Conv1d::new(w((c, c, 7)), b(c), cfg).unwrap().with_tiles();
+                let conv1 = with_kernels.0(Conv1d::new(w((c, c, 7)), b(c), cfg).unwrap());
                 let unit = SnakeResidualUnit {
                     snake1: &s1,
                     conv1: &conv1,
@@ -168,6 +167,26 @@ mod tests {
                 let got = unit.forward_cpu(&x).unwrap().expect("the unit fits");
                 let y = conv1.forward_fused(&x, Some(&s1), None, None).unwrap();
                 let want = conv2.forward_fused(&y, Some(&s2), None, Some(&x)).unwrap();
+                (dilation, got, want)
+            })
+            .collect()
+    }
+
+    /// The fused unit gives the bits of its two convs run one after the other, for each
+    /// dilation of DAC's units and over several time tiles.
+    #[test]
+    fn fused_unit_gives_the_convs_bits() {
+        if !crate::nn::amx::available() {
+            eprintln!("AMX not available here: skipped");
+            return;
+        }
+        let bits = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for (c, l) in [(64, 9001), (128, 300), (64, 5)] {
+            let tiles = (
+                Conv1d::with_tiles as fn(_) -> _,
+                Conv1d::with_tiles as fn(_) -> _,
+            );
+            for (dilation, got, want) in unit_and_layers((c, l), true, tiles) {
                 assert!(
                     bits(got) == bits(want),
                     "c {c}, {l} samples, dilation {dilation}"
@@ -182,35 +201,12 @@ mod tests {
     /// biases, over one to many jobs.
     #[test]
     fn fma_unit_equals_its_layers() {
-        let dev = Device::Cpu;
-        let w = |shape: (usize, usize, usize)| Tensor::randn(0f32, 0.1, shape, &dev).unwrap();
-        let b = |n: usize, on: bool| on.then(|| Tensor::randn(0f32, 0.1, n, &dev).unwrap());
-        let snake = |c: usize| {
-            let alpha = (Tensor::rand(0.2f32, 2.0, (1, c, 1), &dev)).unwrap();
-            Snake1d::new(alpha).unwrap()
-        };
         for (c, l, biases) in [(64, 9001, true), (96, 300, false), (32, 5, true)] {
-            let (s1, s2) = (snake(c), snake(c));
-            let conv2 = Conv1d::new(w((c, c, 1)), b(c, biases), Conv1dConfig::default()).unwrap();
-            for dilation in [1, 3, 9] {
-                let cfg = Conv1dConfig {
-                    padding: 3 * dilation,
-                    dilation,
-                    ..Default::default()
-                };
-                let conv1 = Conv1d::new(w((c, c, 7)), b(c, biases), cfg)
-                    .unwrap()
-                    .with_winograd();
-                let unit = SnakeResidualUnit {
-                    snake1: &s1,
-                    conv1: &conv1,
-                    snake2: &s2,
-                    conv2: &conv2,
-                };
-                let x = Tensor::randn(0f32, 1., (2, c, l), &dev).unwrap();
-                let got = unit.forward_cpu(&x).unwrap().expect("the unit fits");
-                let y = conv1.forward_fused(&x, Some(&s1), None, None).unwrap();
-                let want = conv2.forward_fused(&y, Some(&s2), None, Some(&x)).unwrap();
+            let kernels = (
+                Conv1d::with_winograd as fn(_) -> _,
+                (|conv| conv) as fn(_) -> _,
+            );
+            for (dilation, got, want) in unit_and_layers((c, l), biases, kernels) {
                 let diff = (&got - &want).unwrap().abs().unwrap().max_all().unwrap();
                 let scale = want.abs().unwrap().max_all().unwrap();
                 let rel = diff.to_scalar::<f32>().unwrap() / scale.to_scalar::<f32>().unwrap();
