@@ -222,31 +222,39 @@ fn regroup(src: &[f32], rows: &mut [f32], s: usize, m: usize, part_len: usize) {
     let width = m * s;
     assert_eq!(src.len(), width * part_len);
     assert!(rows.len() >= width * part_len);
+    let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") && src.len() <= i32::MAX as usize {
+    if std::is_x86_feature_detected!("avx512f") {
         // SAFETY: the feature is present; lengths asserted above.
-        return unsafe { regroup_avx512(src, rows, s, m, part_len) };
+        done = unsafe { regroup_avx512(src, rows, s, m, part_len) };
     }
     for j in 0..s {
         for a in 0..m {
             let dst = &mut rows[(j * m + a) * part_len..][..part_len];
-            for (d, &v) in dst.iter_mut().zip(src[a * s + j..].iter().step_by(width)) {
+            let col = src.iter().skip(done * width + a * s + j).step_by(width);
+            for (d, &v) in dst[done..].iter_mut().zip(col) {
                 *d = v;
             }
         }
     }
 }
 
-/// [`regroup`] as a transpose of 16 x 16 blocks in registers: 16 frames' rows of up to 16
-/// samples loaded, transposed by unpacks and lane shuffles, each column stored as 16 samples of
-/// its phase row. Gathers of 16 samples `m s` apart had been about 4% of Mimi's encode on a Zen
-/// 4; frames past the last whole block of 16 go by gathers as before, the last few scalar.
+/// [`regroup`] of the whole blocks of 16 frames, as transposes of 16 x 16 blocks in
+/// registers: 16 frames' rows of up to 16 samples loaded, transposed by unpacks and lane
+/// shuffles, each column stored as 16 samples of its phase row. Returns the frames done.
+/// Gathers of 16 samples `m s` apart had been about 4% of Mimi's encode on a Zen 4.
 ///
 /// # Safety
-/// AVX-512F; `src` `m s part_len` long (at most `i32::MAX`), `rows` at least as long.
+/// AVX-512F; `src` `m s part_len` long, `rows` at least as long.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn regroup_avx512(src: &[f32], rows: &mut [f32], s: usize, m: usize, part_len: usize) {
+unsafe fn regroup_avx512(
+    src: &[f32],
+    rows: &mut [f32],
+    s: usize,
+    m: usize,
+    part_len: usize,
+) -> usize {
     use std::arch::x86_64::*;
     let width = m * s;
     let whole = part_len / 16 * 16;
@@ -271,32 +279,7 @@ unsafe fn regroup_avx512(src: &[f32], rows: &mut [f32], s: usize, m: usize, part
             }
         }
     }
-    if whole == part_len {
-        return;
-    }
-    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    let index = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(width as i32));
-    for j in 0..s {
-        for a in 0..m {
-            let col = a * s + j;
-            let dst = &mut rows[(j * m + a) * part_len..][..part_len];
-            let mut q = whole;
-            while q + 16 <= part_len {
-                // SAFETY: samples (q + i) width + col, i < 16, are inside `src` (q + 15 <
-                // part_len, col < width); the store's 16 values are inside `dst`.
-                unsafe {
-                    let base = src.as_ptr().add(q * width + col);
-                    let v = _mm512_i32gather_ps::<4>(index, base.cast());
-                    _mm512_storeu_ps(dst.as_mut_ptr().add(q), v);
-                }
-                q += 16;
-            }
-            let tail = src[q * width + col..].iter().step_by(width);
-            for (d, &v) in dst[q..].iter_mut().zip(tail) {
-                *d = v;
-            }
-        }
-    }
+    whole
 }
 
 /// `v[i][j]` <-> `v[j][i]` for sixteen vectors of sixteen floats: pairs of rows interleaved,

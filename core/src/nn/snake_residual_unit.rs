@@ -79,6 +79,9 @@ impl SnakeResidualUnit<'_> {
         let CpuKernel::Winograd(ww) = &cpu1.kernel else {
             return None;
         };
+        if ww.c_in != c || ww.c_out != hidden {
+            return None;
+        }
         let cpu2 = self.conv2.cpu.as_ref()?;
         let geom = ConvGeom {
             batch,
@@ -93,7 +96,6 @@ impl SnakeResidualUnit<'_> {
             dilation: c1.dilation,
             groups: 1,
         };
-        (ww.c_in == c && ww.c_out == hidden).then_some(())?;
         Some(FmaUnit {
             snake1: self.snake1.cpu_params()?,
             conv1: (ww, cpu1.bias.as_deref()),
