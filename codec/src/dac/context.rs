@@ -5,7 +5,9 @@
 //! geometry (index arithmetic, no estimate), so that chunked processing can take just enough
 //! context to give the same numbers as whole-file processing.
 
-use tessera_core::nn::{strided_winograd_reach_frames, winograd_reach_extension};
+use tessera_core::nn::{
+    strided_winograd_reach_frames, transposed_winograd_reach_frames, winograd_reach_extension,
+};
 
 use super::blocks::{UNIT_DILATIONS, UNIT_KERNEL};
 use super::config::DacConfig;
@@ -94,9 +96,12 @@ pub(crate) fn strided(stride: usize, transposed: bool) -> ConvShape {
 /// wherever the CPU has no AMX: an output also depends on the other frames of its tile (output
 /// frames of a strided conv, `s` input samples each; input frames of a transposed one).
 fn strided_by_tiles(stride: usize, transposed: bool) -> ConvShape {
-    let frames = strided_winograd_reach_frames();
     ConvShape {
-        tile_reach: if transposed { frames } else { frames * stride },
+        tile_reach: if transposed {
+            transposed_winograd_reach_frames()
+        } else {
+            strided_winograd_reach_frames() * stride
+        },
         ..strided(stride, transposed)
     }
 }
@@ -186,8 +191,8 @@ mod tests {
         // The direct convs alone reach 8 frames in the encoder (16 kHz by hand: 3 + 39 (units
         // at rate 1) + 1 + 78 + 4 + 312 + 24 + 1560 + 160 + 320 (final conv at the frame rate)
         // = 2501 samples) and 10 in the decoder; the minimal-filtering tiles (4 outputs, up to
-        // 3 dilations more on each side of every 7-tap conv; 3 frames for the strided and
-        // transposed convs, 2 frames more on each side) add the rest.
+        // 3 dilations more on each side of every 7-tap conv; 3 frames for the strided convs, 2
+        // frames more on each side, and 4 for the transposed ones, 3 more) add the rest.
         let both = |frames| Context {
             left_frames: frames,
             right_frames: frames,
@@ -203,9 +208,9 @@ mod tests {
         assert_eq!(
             got,
             [
-                (both(17), both(22)),
-                (both(17), both(22)),
-                (both(16), both(21))
+                (both(17), both(23)),
+                (both(17), both(23)),
+                (both(16), both(22))
             ]
         );
     }

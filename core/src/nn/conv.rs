@@ -479,10 +479,10 @@ impl ConvTranspose1d {
     /// a stride-1 conv over frames); otherwise:
     ///
     /// Run this transposed conv by minimal filtering on the CPU where its kernel spans at most
-    /// two strides (`s < k <= 2 s`, one group, no dilation), as upsampling layers do: F(3, 2)
-    /// over frames of `s` output samples (`conv_polyphase_winograd`), 4 instead of 6 multiplies
-    /// per 3 frames, with an error somewhat above the direct sum's. The transformed weights
-    /// (`4 s / k` times the plain ones) replace the kernels' plain copy. Any other transposed
+    /// two strides (`s < k <= 2 s`, one group, no dilation), as upsampling layers do: F(4, 2)
+    /// over frames of `s` output samples (`conv_polyphase_winograd`), 5 instead of 8 multiplies
+    /// per 4 frames, with an error somewhat above the direct sum's. The transformed weights
+    /// (`5 s / k` times the plain ones) replace the kernels' plain copy. Any other transposed
     /// conv is returned as it is.
     pub fn with_winograd(mut self) -> Self {
         self = self.with_tiles();

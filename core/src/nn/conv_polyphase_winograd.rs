@@ -10,10 +10,14 @@
 //!   frames `m - 1` and `m`: a 2-tap stride-1 conv whose output channels are the `s` phases of
 //!   every output channel.
 //!
-//! Either runs as Toom-Cook F(m, 2) over frames (`conv_winograd`'s tile sums): [`PLAN`] is
-//! F(3, 2), 4 products per 3 output frames instead of 6, with transforms that only add,
-//! subtract and halve. F(4, 2) saves a little more (5 per 4) but evaluates at 2, whose
-//! rounding the encoders' codes would carry.
+//! Either runs as Toom-Cook F(m, 2) over frames (`conv_winograd`'s tile sums). Strided convs
+//! use [`STRIDED_PLAN`], F(3, 2): 4 products per 3 output frames instead of 6, with transforms
+//! that only add, subtract and halve. Transposed convs use [`TRANSPOSED_PLAN`], F(4, 2): 5 per
+//! 4 instead of 8, which evaluates at 2 as well and rounds somewhat more. The decoders' audio
+//! carries that well within its bounds (full size, 10 s, 2 threads on a Zen 4: Mimi's four
+//! upsampling layers 113 -> 103 ms, EnCodec's 61 -> 58), but an encoder's codes would carry it:
+//! with F(4, 2) in its strided convs, DAC 24 kHz's full-size encoder gave 16 of 5056 codes
+//! other than the reference's on a 2 s clip.
 //!
 //! Tiles of output frames sit on a grid anchored at absolute frame positions (`origin`), as in
 //! `conv_winograd`: a tile's values depend only on its own frames, so whole-signal passes are
@@ -26,17 +30,29 @@ use super::gemm::{OutRow, SharedOut, assume_init, uninit_buffer};
 use super::panel_gemm;
 use super::tile_parts::split_parts;
 
-/// F(3, 2): tiles of 3 output frames.
-const PLAN: Plan = Plan {
+/// F(3, 2) for strided convs: tiles of 3 output frames.
+const STRIDED_PLAN: Plan = Plan {
     outputs: 3,
     piece_taps: 2,
 };
 
-/// Frames beyond a conv's own reach, on each side, that a value may depend on when the conv
-/// runs here: the other frames of its tile (output frames of a strided conv, input frames of
-/// a transposed one). Receptive-field bookkeeping (DAC's chunking context) adds them.
-pub fn tile_reach_frames() -> usize {
-    PLAN.outputs - 1
+/// F(4, 2) for transposed convs: tiles of 4 input frames.
+const TRANSPOSED_PLAN: Plan = Plan {
+    outputs: 4,
+    piece_taps: 2,
+};
+
+/// Output frames beyond a strided conv's own reach, on each side, that a value may depend on
+/// when the conv runs here: the other frames of its tile. Receptive-field bookkeeping (DAC's
+/// chunking context) adds them.
+pub fn strided_reach_frames() -> usize {
+    STRIDED_PLAN.outputs - 1
+}
+
+/// Input frames beyond a transposed conv's own reach, on each side, that a value may depend on
+/// when the conv runs here: the other frames of its tile.
+pub fn transposed_reach_frames() -> usize {
+    TRANSPOSED_PLAN.outputs - 1
 }
 
 /// Input rows times tiles that one job's transformed input may hold (floats): 256 KiB, in L2.
@@ -90,7 +106,7 @@ impl StridedWinograd {
             }
         }
         StridedWinograd {
-            ww: WinogradWeights::with_plan(&framed, c_out, s * c_in, 2, PLAN),
+            ww: WinogradWeights::with_plan(&framed, c_out, s * c_in, 2, STRIDED_PLAN),
             stride,
         }
     }
@@ -545,7 +561,7 @@ impl TransposedWinograd {
             }
         }
         TransposedWinograd {
-            ww: WinogradWeights::with_plan(&framed, c_out * s, c_in, 2, PLAN),
+            ww: WinogradWeights::with_plan(&framed, c_out * s, c_in, 2, TRANSPOSED_PLAN),
             stride,
         }
     }

@@ -32,7 +32,10 @@ pub use conv::{
 };
 pub(crate) use conv_ops::with_data;
 pub use conv_ops::{InputActivation, residual_depthwise_separable};
-pub use conv_polyphase_winograd::tile_reach_frames as strided_winograd_reach_frames;
+pub use conv_polyphase_winograd::{
+    strided_reach_frames as strided_winograd_reach_frames,
+    transposed_reach_frames as transposed_winograd_reach_frames,
+};
 pub use conv_winograd::reach_extension as winograd_reach_extension;
 pub use elu::{elu_f32, elu_in_place, elu_into};
 pub use gemm::{MatRef, matmul_into};
