@@ -1,6 +1,7 @@
 //! The downsampling convs and upsampling transposed convs of EnCodec's and Mimi's SEANet, by
-//! the direct kernels and by minimal filtering over frames (`with_winograd`, F(3, 2)): time per
-//! call, the ratio, and the largest difference between the two relative to the output's scale.
+//! the direct kernels and by minimal filtering over frames (`with_winograd`: F(3, 2) for the
+//! strided convs, F(4, 2) for the transposed ones): time per call, the ratio, and the largest
+//! difference between the two relative to the output's scale.
 //!
 //! ```sh
 //! cargo run --release -p tessera-benches --example conv_strided_winograd -- [SECONDS]

@@ -9,21 +9,28 @@
 //! part of the new hidden state; one spin barrier per step orders the threads.
 //!
 //! A step is bound by reading the weights from L3 (2 MiB per thread per step at d = 512, two
-//! threads): the weights are laid out so that each thread reads its slab strictly front to back
-//! in aligned cache lines (see [`PackedRecurrent`]), and every other step walks it backwards,
-//! so that what the step before read last is still in L2.
+//! threads). Each thread's slab is laid out in blocks of [`BLOCK_UNITS`] units, `[k][gate][unit]`,
+//! read strictly front to back: a block's 128 gate rows accumulate in eight vectors, one
+//! multiply-add per vector for every input `k` (a broadcast of `h[k]`), so a row's dot product
+//! needs no reduction across lanes afterwards and its sum runs in the order of `k` from zero.
+//! Every other step walks the blocks backwards, so that what the step before read last is
+//! still in L2.
 //!
-//! Every unit's arithmetic (dot products by fused multiply-adds over sixteen fixed lanes, then
-//! the gates) is the same whatever the number of threads or the instruction set, so the result
-//! is bitwise independent of both.
+//! Every unit's arithmetic (the dot products in the order of `k`, then the gates) is the same
+//! whatever the number of threads or the instruction set, so the result is bitwise independent
+//! of both.
 
 use std::hint::spin_loop;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use tessera_core::nn::exp::{sigmoid, tanh};
 
-/// Lanes of the dot products' partial sums.
+/// Floats per vector (and per line of packed weights).
 const LANES: usize = 16;
+/// Hidden units per block of packed weights: their four gates are 128 rows, eight vectors.
+const BLOCK_UNITS: usize = 32;
+/// Lines of packed weights per input `k` of a block.
+const BLOCK_LINES: usize = 4 * BLOCK_UNITS / LANES;
 /// Below this many hidden units per thread the barrier costs more than the split saves.
 const MIN_UNITS_PER_THREAD: usize = 64;
 /// Steps below which threads are not worth starting (one start costs tens of microseconds).
@@ -31,40 +38,47 @@ const MIN_STEPS_FOR_THREADS: usize = 16;
 /// Busy-wait iterations at a barrier before yielding the core (for oversubscribed machines).
 const SPINS_BEFORE_YIELD: u32 = 1 << 14;
 
-/// One cache line of weights: [`LANES`] inputs of one gate row.
+/// One cache line of weights: one input's weights for [`LANES`] rows of a block.
 #[derive(Debug, Clone, Copy)]
 #[repr(align(64))]
 struct Line([f32; LANES]);
 
-/// `W_hh` regrouped by hidden unit so that a step reads it strictly front to back: unit `j`'s
-/// block holds, for each run of [`LANES`] inputs, one line of its input, forget, cell and output
-/// gate rows each (torch keeps the gates `d` rows apart). Rows are zero-padded to a whole
-/// number of runs. A step streams these weights from L3: with the plain row layout (four
-/// interleaved 2 KiB streams per unit) one step took 93 us on one thread at d = 512, with this
-/// one 70 us.
+/// `W_hh` in blocks of [`BLOCK_UNITS`] hidden units, each `[k][gate][unit]`: for every input
+/// `k`, the input, forget, cell and output gate rows of the block's units ([`BLOCK_LINES`]
+/// lines), zero for units past `dim`. A step reads a block front to back, and each line is
+/// one vector of the block's accumulators. With rows laid out as torch keeps them (each
+/// thread's rows read line by line, 16 lanes per row summed at the end of the row) a step took
+/// 30 us on two threads at d = 512 (a Zen 4), the sums across lanes a fifth of it; with this
+/// one 24 us, about what a plain sweep of the same slabs takes there (`cache_stream`: 23 us).
 #[derive(Debug, Clone)]
 pub(crate) struct PackedRecurrent {
     w: Vec<Line>,
     dim: usize,
-    /// Runs of [`LANES`] inputs per row (`dim` rounded up).
-    runs: usize,
+    blocks: usize,
 }
 
 impl PackedRecurrent {
     /// `w_hh`: torch's `weight_hh_l{k}`, `[4 d, d]` row-major, gates in the order i, f, g, o.
     pub fn new(w_hh: &[f32], dim: usize) -> Self {
         assert_eq!(w_hh.len(), 4 * dim * dim, "W_hh is [4 d, d]");
-        let runs = dim.div_ceil(LANES);
-        let mut w = vec![Line([0.0; LANES]); 4 * dim * runs];
-        for (j, unit) in w.chunks_exact_mut(4 * runs).enumerate() {
-            for g in 0..4 {
-                let row = &w_hh[(g * dim + j) * dim..][..dim];
-                for (k, &v) in row.iter().enumerate() {
-                    unit[(k / LANES) * 4 + g].0[k % LANES] = v;
+        let blocks = dim.div_ceil(BLOCK_UNITS);
+        let mut w = vec![Line([0.0; LANES]); blocks * dim * BLOCK_LINES];
+        for (b, block) in w.chunks_exact_mut(dim * BLOCK_LINES).enumerate() {
+            for (k, lines) in block.chunks_exact_mut(BLOCK_LINES).enumerate() {
+                for r in 0..4 * BLOCK_UNITS {
+                    let (gate, j) = (r / BLOCK_UNITS, b * BLOCK_UNITS + r % BLOCK_UNITS);
+                    if j < dim {
+                        lines[r / LANES].0[r % LANES] = w_hh[(gate * dim + j) * dim + k];
+                    }
                 }
             }
         }
-        PackedRecurrent { w, dim, runs }
+        PackedRecurrent { w, dim, blocks }
+    }
+
+    /// Block `b`'s lines.
+    fn block(&self, b: usize) -> &[Line] {
+        &self.w[b * self.dim * BLOCK_LINES..][..self.dim * BLOCK_LINES]
     }
 }
 
@@ -91,11 +105,12 @@ pub(crate) fn recur(
     assert_eq!(h.len(), items * d, "h is [items, d]");
     assert_eq!(c.len(), items * d, "c is [items, d]");
     let threads = if steps >= MIN_STEPS_FOR_THREADS {
-        threads.clamp(1, (d / MIN_UNITS_PER_THREAD).max(1))
+        threads.clamp(1, (d / MIN_UNITS_PER_THREAD).clamp(1, w.blocks))
     } else {
         1
     };
-    let per = d.div_ceil(threads);
+    // Whole blocks per thread: units j0..j1.
+    let per = w.blocks.div_ceil(threads) * BLOCK_UNITS;
     let parts: Vec<(usize, usize)> = (0..threads)
         .map(|p| (p * per, ((p + 1) * per).min(d)))
         .filter(|(a, b)| a < b)
@@ -200,68 +215,54 @@ fn run_units_generic(
 ) -> UnitsResult {
     let d = w.dim;
     let n = j1 - j0;
-    let dp = w.runs * LANES;
-    let slab = &w.w[4 * j0 * w.runs..4 * j1 * w.runs];
-    // The previous hidden state of each item, zero-padded to `dp`.
-    let mut h_prev = vec![0f32; items * dp];
-    let kernels = dot_kernels();
+    // The thread's blocks (`j0` starts one).
+    let blocks = j0 / BLOCK_UNITS..j1.div_ceil(BLOCK_UNITS);
+    // The previous hidden state of each item.
+    let mut h_prev = vec![0f32; items * d];
+    let dots = block_dots_kernel();
     let wide = wide_gates();
     let mut hidden = vec![0f32; items * steps * n];
-    // Gate pre-activations of this thread's units, per item and gate-major: z[(i * 4 + g) * n + u].
-    let mut z = vec![0f32; items * 4 * n];
+    // One block's sums, then its gate pre-activations, gate-major: z[gate * BLOCK_UNITS + u].
+    let mut z = [0f32; 4 * BLOCK_UNITS];
     for s in 0..steps {
         let (src, dst) = (&shared[s % 2], &shared[(s + 1) % 2]);
-        for (i, hp) in h_prev.chunks_exact_mut(dp).enumerate() {
-            for (v, a) in hp.iter_mut().zip(&src[i * d..(i + 1) * d]) {
-                *v = f32::from_bits(a.load(Ordering::Relaxed));
-            }
+        for (v, a) in h_prev.iter_mut().zip(src.iter()) {
+            *v = f32::from_bits(a.load(Ordering::Relaxed));
         }
-        // Unit-major, items inside: a unit's four rows (4 d floats) are read from memory once per
-        // step and reused from L1 for every item. Units go in pairs: eight independent chains of
-        // fused multiply-adds keep both FMA units busy where one unit's four would wait on
-        // their own latency (750 steps at d = 512, two threads: 30 -> 28 ms).
-        let mut pair = |(p, block): (usize, &[Line])| {
-            let u0 = 2 * p;
+        let mut block = |b: usize| {
+            let lines = w.block(b);
+            // Units u0..u0 + nb of the block are this thread's, local index u0 - j0 on.
+            let u0 = b * BLOCK_UNITS;
+            let nb = BLOCK_UNITS.min(d - u0);
             for i in 0..items {
-                let h = &h_prev[i * dp..][..dp];
+                dots(lines, &h_prev[i * d..][..d], &mut z);
                 let g = &pre[(i * steps + s) * 4 * d..][..4 * d];
-                let mut put = |u: usize, sums: [f32; 4]| {
-                    for (gate, dot) in sums.into_iter().enumerate() {
-                        z[(i * 4 + gate) * n + u] = g[gate * d + j0 + u] + dot;
+                for (gate, zg) in z.chunks_exact_mut(BLOCK_UNITS).enumerate() {
+                    for (zu, &p) in zg.iter_mut().zip(&g[gate * d + u0..][..nb]) {
+                        *zu += p;
                     }
-                };
-                if block.len() == 8 * w.runs {
-                    let (a, b) = block.split_at(4 * w.runs);
-                    let [da, db] = kernels.pair(a, b, h);
-                    put(u0, da);
-                    put(u0 + 1, db);
-                } else {
-                    put(u0, (kernels.one)(block, h));
+                }
+                let (zi, rest) = z.split_at(BLOCK_UNITS);
+                let (zf, rest) = rest.split_at(BLOCK_UNITS);
+                let (zg, zo) = rest.split_at(BLOCK_UNITS);
+                let local = u0 - j0;
+                let cs = &mut cell[i * n + local..][..nb];
+                let hs = &mut hidden[(i * steps + s) * n + local..][..nb];
+                gates(wide, [zi, zf, zg, zo], cs, hs);
+                for (a, &v) in dst[i * d + u0..][..nb].iter().zip(hs.iter()) {
+                    a.store(v.to_bits(), Ordering::Relaxed);
                 }
             }
         };
-        // Every other step walks the slab backwards: the lines the last step read last are the
-        // ones still in L2, so a slab somewhat larger than L2 is partly served from it instead
-        // of being evicted line by line just before it is needed again (LRU on a cyclic sweep).
-        // At d = 512 on a Xeon with 2 MiB of L2 per core, 750 steps: two threads (2 MiB slabs)
-        // 33-37 -> 28 ms, one thread 117 -> 83 ms.
-        let pairs = slab.chunks(8 * w.runs).enumerate();
+        // Every other step walks the blocks backwards: the lines the last step read last are
+        // the ones still in L2, so a slab somewhat larger than L2 is partly served from it
+        // instead of being evicted line by line just before it is needed again (LRU on a
+        // cyclic sweep). At d = 512 on a Xeon with 2 MiB of L2 per core, 750 steps: two
+        // threads (2 MiB slabs) 33-37 -> 28 ms, one thread 117 -> 83 ms.
         if s % 2 == 0 {
-            pairs.for_each(&mut pair);
+            blocks.clone().for_each(&mut block);
         } else {
-            pairs.rev().for_each(&mut pair);
-        }
-        for i in 0..items {
-            let zs = &z[i * 4 * n..][..4 * n];
-            let (zi, rest) = zs.split_at(n);
-            let (zf, rest) = rest.split_at(n);
-            let (zg, zo) = rest.split_at(n);
-            let cs = &mut cell[i * n..][..n];
-            let hs = &mut hidden[(i * steps + s) * n..][..n];
-            gates(wide, [zi, zf, zg, zo], cs, hs);
-            for (a, &v) in dst[i * d + j0..i * d + j1].iter().zip(hs.iter()) {
-                a.store(v.to_bits(), Ordering::Relaxed);
-            }
+            blocks.clone().rev().for_each(&mut block);
         }
         barrier.wait();
     }
@@ -313,156 +314,81 @@ fn gates_avx512(z: [&[f32]; 4], cs: &mut [f32], hs: &mut [f32]) {
     gates_body(z, cs, hs)
 }
 
-/// The dot products of one unit's four gate rows with `h` (`block` in [`PackedRecurrent`]'s
-/// layout, `h` zero-padded to its runs). Each row accumulates in [`LANES`] fixed lanes by fused
-/// multiply-adds, and the lanes are summed in order: neither the order of additions nor the
-/// rounding depends on the instruction set.
-type Dot4 = fn(&[Line], &[f32]) -> [f32; 4];
+/// The dot products of a block's `4 BLOCK_UNITS` rows with `h` (`dim` inputs) into `out`: each
+/// row's sum by fused multiply-adds in the order of `k`, from zero, whatever the instruction set.
+type BlockDots = fn(&[Line], &[f32], &mut [f32; 4 * BLOCK_UNITS]);
 
-/// The dot products of two units' blocks at once ([`Dot4`] of each).
-type Dot4Pair = fn(&[Line], &[Line], &[f32]) -> [[f32; 4]; 2];
-
-/// The dot-product kernels of one instruction set: one unit, and two units interleaved.
-#[derive(Clone, Copy)]
-struct DotKernels {
-    one: Dot4,
-    two: Option<Dot4Pair>,
-}
-
-impl DotKernels {
-    #[inline(always)]
-    fn pair(&self, a: &[Line], b: &[Line], h: &[f32]) -> [[f32; 4]; 2] {
-        match self.two {
-            Some(two) => two(a, b, h),
-            None => [(self.one)(a, h), (self.one)(b, h)],
-        }
-    }
-}
-
-/// [`DotKernels`] with the widest instructions this CPU has; chosen once per recurrence, not
-/// per unit and step. Only AVX-512 has the registers for two units at once (8 accumulators and
-/// `h`); AVX2 would spill, and runs the units one after the other.
-fn dot_kernels() -> DotKernels {
+/// [`BlockDots`] with the widest instructions this CPU has; chosen once per recurrence.
+fn block_dots_kernel() -> BlockDots {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx512f") {
-            return DotKernels {
-                // SAFETY (both): AVX-512F is present (checked above).
-                one: |block, h| unsafe { dot4_avx512(block, h) },
-                two: Some(|a, b, h| unsafe { dot4_pair_avx512(a, b, h) }),
-            };
+            // SAFETY: AVX-512F is present (checked above).
+            return |lines, h, out| unsafe { block_dots_avx512(lines, h, out) };
         }
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return DotKernels {
-                // SAFETY: AVX2 and FMA are present (checked above).
-                one: |block, h| unsafe { dot4_avx2(block, h) },
-                two: None,
-            };
+            // SAFETY: AVX2 and FMA are present (checked above).
+            return |lines, h, out| unsafe { block_dots_avx2(lines, h, out) };
         }
     }
-    DotKernels {
-        one: dot4_generic,
-        two: None,
-    }
+    block_dots_generic
 }
 
-/// The lanes of a dot product summed in order (as `Iterator::sum` does, from -0.0), inlined
-/// and unrolled: through the iterator it was a call per sum, 4% of EnCodec's encode.
-#[inline(always)]
-fn sum_lanes(lanes: &[f32; LANES]) -> f32 {
-    lanes.iter().fold(-0.0, |s, &v| s + v)
-}
-
-#[inline(always)]
-fn dot4_generic(block: &[Line], h: &[f32]) -> [f32; 4] {
-    let mut acc = [[0f32; LANES]; 4];
-    for (run, hv) in block.chunks_exact(4).zip(h.chunks_exact(LANES)) {
-        for (a, w) in acc.iter_mut().zip(run) {
-            for l in 0..LANES {
-                a[l] = w.0[l].mul_add(hv[l], a[l]);
+fn block_dots_generic(lines: &[Line], h: &[f32], out: &mut [f32; 4 * BLOCK_UNITS]) {
+    out.fill(0.0);
+    for (k_lines, &hk) in lines.chunks_exact(BLOCK_LINES).zip(h) {
+        for (acc, line) in out.chunks_exact_mut(LANES).zip(k_lines) {
+            for (a, &wv) in acc.iter_mut().zip(&line.0) {
+                *a = wv.mul_add(hk, *a);
             }
         }
     }
-    acc.map(|a| sum_lanes(&a))
 }
 
-/// [`dot4_generic`] with AVX-512: one register per row holds its sixteen lanes.
+/// [`block_dots_generic`] with AVX-512: the block's eight accumulators in registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn dot4_avx512(block: &[Line], h: &[f32]) -> [f32; 4] {
+unsafe fn block_dots_avx512(lines: &[Line], h: &[f32], out: &mut [f32; 4 * BLOCK_UNITS]) {
     use std::arch::x86_64::*;
-    let mut acc = [_mm512_setzero_ps(); 4];
-    for (run, hv) in block.chunks_exact(4).zip(h.chunks_exact(LANES)) {
-        // SAFETY: each line and each chunk of h holds LANES = 16 f32; lines are 64-byte aligned.
-        unsafe {
-            let hv = _mm512_loadu_ps(hv.as_ptr());
-            for (a, w) in acc.iter_mut().zip(run) {
-                *a = _mm512_fmadd_ps(_mm512_load_ps(w.0.as_ptr()), hv, *a);
-            }
+    let mut acc = [_mm512_setzero_ps(); BLOCK_LINES];
+    for (k_lines, &hk) in lines.chunks_exact(BLOCK_LINES).zip(h) {
+        let hv = _mm512_set1_ps(hk);
+        for (a, line) in acc.iter_mut().zip(k_lines) {
+            // SAFETY: each line holds LANES = 16 f32 and is 64-byte aligned.
+            *a = _mm512_fmadd_ps(unsafe { _mm512_load_ps(line.0.as_ptr()) }, hv, *a);
         }
     }
-    acc.map(|a| {
-        let mut lanes = [0f32; LANES];
-        // SAFETY: lanes holds LANES f32.
-        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), a) };
-        sum_lanes(&lanes)
-    })
-}
-
-/// [`dot4_avx512`] of two units, their eight rows interleaved.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn dot4_pair_avx512(a: &[Line], b: &[Line], h: &[f32]) -> [[f32; 4]; 2] {
-    use std::arch::x86_64::*;
-    let mut acc = [_mm512_setzero_ps(); 8];
-    let runs = a.chunks_exact(4).zip(b.chunks_exact(4));
-    for ((ra, rb), hv) in runs.zip(h.chunks_exact(LANES)) {
-        // SAFETY: each line and each chunk of h holds LANES = 16 f32; lines are 64-byte aligned.
-        unsafe {
-            let hv = _mm512_loadu_ps(hv.as_ptr());
-            for (acc, w) in acc.iter_mut().zip(ra.iter().chain(rb)) {
-                *acc = _mm512_fmadd_ps(_mm512_load_ps(w.0.as_ptr()), hv, *acc);
-            }
-        }
+    for (dst, a) in out.chunks_exact_mut(LANES).zip(acc) {
+        // SAFETY: each chunk holds 16 f32.
+        unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), a) };
     }
-    let sums = acc.map(|a| {
-        let mut lanes = [0f32; LANES];
-        // SAFETY: lanes holds LANES f32.
-        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), a) };
-        sum_lanes(&lanes)
-    });
-    [
-        [sums[0], sums[1], sums[2], sums[3]],
-        [sums[4], sums[5], sums[6], sums[7]],
-    ]
 }
 
-/// [`dot4_generic`] with AVX2 and FMA: two registers per row hold its sixteen lanes.
+/// [`block_dots_generic`] with AVX2 and FMA: the block's rows in two halves of eight
+/// accumulators (sixteen would leave no registers for the loads).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot4_avx2(block: &[Line], h: &[f32]) -> [f32; 4] {
+unsafe fn block_dots_avx2(lines: &[Line], h: &[f32], out: &mut [f32; 4 * BLOCK_UNITS]) {
     use std::arch::x86_64::*;
-    let mut acc = [[_mm256_setzero_ps(); 2]; 4];
-    for (run, hv) in block.chunks_exact(4).zip(h.chunks_exact(LANES)) {
-        // SAFETY: each line and each chunk of h holds LANES = 16 f32; lines are 64-byte aligned.
-        unsafe {
-            let h0 = _mm256_loadu_ps(hv.as_ptr());
-            let h1 = _mm256_loadu_ps(hv.as_ptr().add(8));
-            for (a, w) in acc.iter_mut().zip(run) {
-                a[0] = _mm256_fmadd_ps(_mm256_load_ps(w.0.as_ptr()), h0, a[0]);
-                a[1] = _mm256_fmadd_ps(_mm256_load_ps(w.0.as_ptr().add(8)), h1, a[1]);
+    const HALF: usize = BLOCK_LINES / 2;
+    for half in 0..2 {
+        let mut acc = [_mm256_setzero_ps(); 2 * HALF];
+        for (k_lines, &hk) in lines.chunks_exact(BLOCK_LINES).zip(h) {
+            let hv = _mm256_set1_ps(hk);
+            for (pair, line) in acc.chunks_exact_mut(2).zip(&k_lines[half * HALF..][..HALF]) {
+                // SAFETY: each line holds 16 f32 and is 64-byte aligned (so is its second half).
+                unsafe {
+                    pair[0] = _mm256_fmadd_ps(_mm256_load_ps(line.0.as_ptr()), hv, pair[0]);
+                    pair[1] = _mm256_fmadd_ps(_mm256_load_ps(line.0.as_ptr().add(8)), hv, pair[1]);
+                }
             }
         }
-    }
-    acc.map(|a| {
-        let mut lanes = [0f32; LANES];
-        // SAFETY: lanes holds LANES f32.
-        unsafe {
-            _mm256_storeu_ps(lanes.as_mut_ptr(), a[0]);
-            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), a[1]);
+        let dst = &mut out[half * HALF * LANES..][..HALF * LANES];
+        for (d8, a) in dst.chunks_exact_mut(8).zip(acc) {
+            // SAFETY: each chunk holds 8 f32.
+            unsafe { _mm256_storeu_ps(d8.as_mut_ptr(), a) };
         }
-        sum_lanes(&lanes)
-    })
+    }
 }
 
 /// A reusable barrier for a fixed number of threads that busy-waits (a step is tens of
@@ -590,20 +516,36 @@ mod tests {
 
     #[test]
     fn dot_products_do_not_depend_on_the_instruction_set() {
+        // d = 40: a partial block (8 of 32 units); 512: EnCodec's width.
         for d in [16, 40, 512] {
             let w_hh = values(4 * d * d, 5, 0.1);
             let packed = PackedRecurrent::new(&w_hh, d);
-            let runs = packed.runs;
-            let mut h = values(d, 6, 1.0);
-            h.resize(runs * LANES, 0.0);
-            let kernels = dot_kernels();
-            for block in packed.w.chunks_exact(4 * runs) {
-                assert_eq!((kernels.one)(block, &h), dot4_generic(block, &h), "d {d}");
-            }
-            for pair in packed.w.chunks_exact(8 * runs) {
-                let (a, b) = pair.split_at(4 * runs);
-                let want = [dot4_generic(a, &h), dot4_generic(b, &h)];
-                assert_eq!(kernels.pair(a, b, &h), want, "d {d}, two units");
+            let h = values(d, 6, 1.0);
+            for b in 0..packed.blocks {
+                let lines = packed.block(b);
+                let mut want = [0f32; 4 * BLOCK_UNITS];
+                block_dots_generic(lines, &h, &mut want);
+                // The sums are the rows' dot products (padding rows zero).
+                for (r, &got) in want.iter().enumerate() {
+                    let (gate, j) = (r / BLOCK_UNITS, b * BLOCK_UNITS + r % BLOCK_UNITS);
+                    let exact: f64 = if j < d {
+                        (0..d)
+                            .map(|k| f64::from(w_hh[(gate * d + j) * d + k]) * f64::from(h[k]))
+                            .sum()
+                    } else {
+                        0.0
+                    };
+                    assert!((f64::from(got) - exact).abs() < 1e-4, "d {d} row {r}");
+                }
+                let mut got = [f32::NAN; 4 * BLOCK_UNITS];
+                block_dots_kernel()(lines, &h, &mut got);
+                assert_eq!(got.map(f32::to_bits), want.map(f32::to_bits), "d {d}");
+                #[cfg(target_arch = "x86_64")]
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the features are present.
+                    unsafe { block_dots_avx2(lines, &h, &mut got) };
+                    assert_eq!(got.map(f32::to_bits), want.map(f32::to_bits), "d {d}, AVX2");
+                }
             }
         }
     }

@@ -99,8 +99,9 @@ const STRIDED_WINOGRAD_MIN_OUT_CHANNELS: usize = 128;
 /// Transposed convs with fewer output channels keep the direct polyphase kernel
 /// (`conv_tr_direct`). At 64 minimal filtering gains once its outputs are interleaved by
 /// gathers (10 s, 2 threads, Zen 4: Mimi's 128 -> 64 stride 4 43.6 -> 36.3 ms, EnCodec's 23.3
-/// -> 18.1); at 32 (EnCodec's 64 -> 32 stride 2) it is slower, 15.5 -> 16.1.
-const TRANSPOSED_WINOGRAD_MIN_OUT_CHANNELS: usize = 64;
+/// -> 18.1); at 32 (EnCodec's 64 -> 32 stride 2) F(3, 2) was slower (15.5 -> 16.1), F(4, 2)
+/// is faster (13.7 -> 12.5).
+const TRANSPOSED_WINOGRAD_MIN_OUT_CHANNELS: usize = 32;
 
 /// Strided convs with at least this many output channels (and transposed convs with at least
 /// this many input channels) keep the plain weights and gemm. In SEANet-style codecs these are

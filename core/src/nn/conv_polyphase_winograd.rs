@@ -13,9 +13,9 @@
 //! Either runs as Toom-Cook F(m, 2) over frames (`conv_winograd`'s tile sums). Strided convs
 //! use [`STRIDED_PLAN`], F(3, 2): 4 products per 3 output frames instead of 6, with transforms
 //! that only add, subtract and halve. Transposed convs use [`TRANSPOSED_PLAN`], F(4, 2): 5 per
-//! 4 instead of 8, which evaluates at 2 as well and rounds somewhat more. The decoders' audio
-//! carries that well within its bounds (full size, 10 s, 2 threads on a Zen 4: Mimi's four
-//! upsampling layers 113 -> 103 ms, EnCodec's 61 -> 58), but an encoder's codes would carry it:
+//! 4 instead of 8, which evaluates at 2 and rounds somewhat more. The decoders' audio carries
+//! that well within its bounds (full size, 10 s, 2 threads on a Zen 4: Mimi's four upsampling
+//! layers 113 -> 98-103 ms, EnCodec's 61 -> 57), but an encoder's codes would carry it:
 //! with F(4, 2) in its strided convs, DAC 24 kHz's full-size encoder gave 16 of 5056 codes
 //! other than the reference's on a 2 s clip.
 //!
