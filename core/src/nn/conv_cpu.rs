@@ -467,8 +467,10 @@ fn im2col(xg: &[f32], cin: usize, g: &ConvGeom, t0: usize, nt: usize, col: &mut 
 
 /// Convs whose output channels each read a single input channel (`c_in / groups == 1`:
 /// depthwise, channel multipliers, one-channel input), with every fusion but `in_scale`; `w` is
-/// `[c_out, 1, kernel]`. Output channels are cut into time tiles so that one-channel inputs with
-/// many output channels and long depthwise rows both spread over the threads.
+/// `[c_out, 1, kernel]`. Each job is a time tile of one input channel and all the output
+/// channels that read it, so that the input is padded and activated once for all of them (a
+/// codec's first conv, one channel to 32-64, filled it again for every output channel); tiles
+/// spread long rows over the threads.
 pub(crate) fn conv1d_single_input(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec<f32> {
     debug_assert!(g.c_in == g.groups && f.in_scale.is_none());
     let l_out = g.l_out().expect("checked by the caller");
@@ -479,14 +481,13 @@ pub(crate) fn conv1d_single_input(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom
     let reach = g.dilation * (k - 1);
     let mut out = uninit_buffer(g.batch * g.c_out * l_out);
     let shared = SharedOut::new_uninit(&mut out);
-    (0..g.batch * g.c_out * n_tiles)
+    (0..g.batch * g.c_in * n_tiles)
         .into_par_iter()
         .for_each_init(Scratch::default, |scratch, job| {
-            let row = job / n_tiles;
+            let input = job / n_tiles;
             let t0 = (job % n_tiles) * tile;
             let nt = tile.min(l_out - t0);
-            let (b, co) = (row / g.c_out, row % g.c_out);
-            let ci = co / per_input;
+            let (b, ci) = (input / g.c_in, input % g.c_in);
             let src = &x[(b * g.c_in + ci) * g.l_in..][..g.l_in];
             let first = (t0 * g.stride) as isize - g.padding as isize;
             let len = (nt - 1) * g.stride + reach + 1;
@@ -501,20 +502,24 @@ pub(crate) fn conv1d_single_input(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom
                 f.pre,
                 None,
             );
-            let bias = f.bias.map_or(0.0, |b| b[co]);
-            // SAFETY: job (row, tile) alone writes these samples.
-            let o = unsafe { shared.init_row(row * l_out + t0, nt, |_| bias) };
-            depthwise_row(o, &scratch.a, &w[co * k..][..k], g.stride, g.dilation);
-            if let Some(post) = f.post {
-                snake_in_place(o, post.alpha[co], post.inv[co]);
-            }
-            if let Some(res) = f.residual {
-                for (y, &r) in o.iter_mut().zip(&res[row * l_out + t0..][..nt]) {
-                    *y += r;
+            for co in ci * per_input..(ci + 1) * per_input {
+                let row = b * g.c_out + co;
+                let bias = f.bias.map_or(0.0, |b| b[co]);
+                // SAFETY: job (input, tile) alone writes these samples of its output channels.
+                let o = unsafe { shared.init_row(row * l_out + t0, nt, |_| bias) };
+                depthwise_row(o, &scratch.a, &w[co * k..][..k], g.stride, g.dilation);
+                if let Some(post) = f.post {
+                    snake_in_place(o, post.alpha[co], post.inv[co]);
+                }
+                if let Some(res) = f.residual {
+                    for (y, &r) in o.iter_mut().zip(&res[row * l_out + t0..][..nt]) {
+                        *y += r;
+                    }
                 }
             }
         });
-    // SAFETY: the jobs cover every (row, tile), each initialised by `init_row`.
+    // SAFETY: the jobs cover every (input channel, tile), and each initialised all the rows of
+    // its output channels by `init_row`.
     unsafe { assume_init(out) }
 }
 
@@ -596,6 +601,12 @@ pub(crate) fn residual_dw_pw(
 fn depthwise_row(o: &mut [f32], padded: &[f32], w: &[f32], stride: usize, dilation: usize) {
     assert!(padded.len() > (o.len().max(1) - 1) * stride + (w.len().max(1) - 1) * dilation);
     #[cfg(target_arch = "x86_64")]
+    if stride == 1 && is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above); bounds asserted above.
+        unsafe { depthwise_row_s1_avx512(o, padded, w, dilation) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if stride == 1 && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked just above); bounds asserted above.
         unsafe { depthwise_row_s1_avx2(o, padded, w, dilation) };
@@ -640,6 +651,41 @@ unsafe fn depthwise_row_s1_avx2(o: &mut [f32], padded: &[f32], w: &[f32], dilati
             _mm256_storeu_ps(o.as_mut_ptr().add(t), a0);
             _mm256_storeu_ps(o.as_mut_ptr().add(t + 8), a1);
             t += 16;
+        }
+    }
+    for (i, y) in o.iter_mut().enumerate().skip(t) {
+        for (kx, &wk) in w.iter().enumerate() {
+            *y = wk.mul_add(padded[i + kx * dilation], *y);
+        }
+    }
+}
+
+/// [`depthwise_row_s1_avx2`] with 32 outputs at a time in two AVX-512 registers (the same
+/// operations per output, so the same bits).
+///
+/// # Safety
+/// As [`depthwise_row_s1_avx2`], with AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn depthwise_row_s1_avx512(o: &mut [f32], padded: &[f32], w: &[f32], dilation: usize) {
+    use std::arch::x86_64::*;
+    let n = o.len();
+    let mut t = 0;
+    // SAFETY: every access below is at most o.len() - 1 + (w.len() - 1) * dilation into
+    // `padded` (the caller's bound) and below o.len() into `o`.
+    unsafe {
+        while t + 32 <= n {
+            let mut a0 = _mm512_loadu_ps(o.as_ptr().add(t));
+            let mut a1 = _mm512_loadu_ps(o.as_ptr().add(t + 16));
+            for (kx, &wk) in w.iter().enumerate() {
+                let wv = _mm512_set1_ps(wk);
+                let p = padded.as_ptr().add(t + kx * dilation);
+                a0 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p), a0);
+                a1 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p.add(16)), a1);
+            }
+            _mm512_storeu_ps(o.as_mut_ptr().add(t), a0);
+            _mm512_storeu_ps(o.as_mut_ptr().add(t + 16), a1);
+            t += 32;
         }
     }
     for (i, y) in o.iter_mut().enumerate().skip(t) {

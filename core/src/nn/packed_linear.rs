@@ -142,37 +142,77 @@ impl PackedLinear {
         let per_panel = m * self.k * PANEL;
         let per_job = (JOB_WORK / per_panel.max(1)).clamp(1, n_panels);
         let out = OutPtr(y.as_mut_ptr());
-        let kernel = Kernel::detect();
         let run = |job: usize| {
             let first = job * per_job;
-            for p in first..(first + per_job).min(n_panels) {
-                let col0 = p * PANEL;
-                let cols = PANEL.min(self.n - col0);
-                let panel = &panels[p * self.k * PANEL..][..self.k * PANEL];
-                let bias = self.bias.as_ref().map(|b| &b[col0..col0 + cols]);
-                let mut r0 = 0;
-                while r0 < m {
-                    let rows = kernel.max_rows().min(m - r0);
-                    let block = Block {
-                        x: &x[r0 * self.k..][..rows * self.k],
-                        k: self.k,
-                        panel,
-                        bias,
-                        cols,
-                    };
-                    // SAFETY: job `job` alone writes columns col0..col0 + cols of its panels,
-                    // rows r0..r0 + rows, all inside `y` (asserted above).
-                    let dst = unsafe { out.at(r0 * self.n + col0) };
-                    unsafe { kernel.run(&block, rows, dst, self.n) };
-                    r0 += rows;
-                }
-            }
+            // SAFETY: job `job` alone writes the columns of its panels (asserted sizes above).
+            unsafe { self.panels_into(panels, first..(first + per_job).min(n_panels), x, m, out) };
         };
         let jobs = n_panels.div_ceil(per_job);
         if jobs == 1 {
             run(0);
         } else {
             (0..jobs).into_par_iter().for_each(run);
+        }
+    }
+
+    /// [`Self::forward_into`] on the calling thread alone (for callers that already split their
+    /// work between threads by rows). The same bits.
+    ///
+    /// # Panics
+    /// When `x` or `y` is shorter than `m` rows.
+    pub fn forward_serial_into(&self, x: &[f32], m: usize, y: &mut [f32]) {
+        assert!(x.len() >= m * self.k, "packed linear: input rows");
+        assert!(y.len() >= m * self.n, "packed linear: output rows");
+        if m == 0 || self.n == 0 {
+            return;
+        }
+        match &self.weight {
+            Weight::Panels(panels) => {
+                let out = OutPtr(y.as_mut_ptr());
+                // SAFETY: every panel of `y`, inside it (asserted above), written by this call.
+                unsafe { self.panels_into(panels, 0..self.n.div_ceil(PANEL), x, m, out) }
+            }
+            Weight::Tiles(tiles) => amx::matmul_bias(tiles, self.bias.as_deref(), x, m, y),
+        }
+    }
+
+    /// Columns of panels `range` of `y = x W^T + b`, all `m` rows.
+    ///
+    /// # Safety
+    /// `x` holds `m` rows and `out` points at `m` rows of `self.n` floats, whose columns of these
+    /// panels no one else accesses during the call.
+    unsafe fn panels_into(
+        &self,
+        panels: &[f32],
+        range: std::ops::Range<usize>,
+        x: &[f32],
+        m: usize,
+        out: OutPtr,
+    ) {
+        let kernel = Kernel::detect();
+        for p in range {
+            let col0 = p * PANEL;
+            let cols = PANEL.min(self.n - col0);
+            let panel = &panels[p * self.k * PANEL..][..self.k * PANEL];
+            let bias = self.bias.as_ref().map(|b| &b[col0..col0 + cols]);
+            let mut r0 = 0;
+            while r0 < m {
+                let rows = kernel.max_rows().min(m - r0);
+                let block = Block {
+                    x: &x[r0 * self.k..][..rows * self.k],
+                    k: self.k,
+                    panel,
+                    bias,
+                    cols,
+                };
+                // SAFETY: rows r0..r0 + rows, columns col0..col0 + cols of `out` (the caller's
+                // contract).
+                unsafe {
+                    let dst = out.at(r0 * self.n + col0);
+                    kernel.run(&block, rows, dst, self.n)
+                };
+                r0 += rows;
+            }
         }
     }
 
