@@ -499,6 +499,9 @@ mod tests {
                     );
                 }
             }
+            let mut serial = vec![f32::NAN; m * n];
+            lin.forward_serial_into(&x, m, &mut serial);
+            assert!(serial == y, "one thread differs (m {m} n {n} k {k})");
             let portable = with_kernel(&lin, &x, m, Kernel::Portable);
             assert!(portable == y, "portable kernel differs (m {m} n {n} k {k})");
             #[cfg(target_arch = "x86_64")]

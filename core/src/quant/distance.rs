@@ -385,6 +385,28 @@ mod cpu {
             assert_eq!(argmin_first(&[f32::NAN; 20]), 0);
             assert_eq!(argmin_first(&[f32::NAN, 3.0, f32::NAN]), 1);
         }
+
+        #[test]
+        fn blocks_find_what_one_pass_finds() {
+            // 131 rows: two whole blocks and a partial one; 37 entries, with repeated values.
+            let (n, k) = (131, 37);
+            let values: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 7919) % 101) as f32 * 0.5)
+                .collect();
+            let fill = |i: usize, row: &[f32], out: &mut [f32]| {
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o = v - i as f32;
+                }
+            };
+            let want = argmin_rows(&values, k, fill);
+            let got = argmin_row_blocks(
+                n,
+                k,
+                |r0, m, out| out.copy_from_slice(&values[r0 * k..][..m * k]),
+                fill,
+            );
+            assert_eq!(got, want);
+        }
     }
 }
 
