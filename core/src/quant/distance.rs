@@ -244,6 +244,23 @@ mod cpu {
         if bj == u32::MAX { 0 } else { bj }
     }
 
+    /// `out[i] = argmin_first` of the distances that `fill(r0 + i, row i of values, dist)`
+    /// writes, for one block of rows (`values` `[out.len(), k]`); `dist` is working space.
+    fn search_block(
+        r0: usize,
+        values: &[f32],
+        k: usize,
+        out: &mut [u32],
+        dist: &mut Vec<f32>,
+        fill: &impl Fn(usize, &[f32], &mut [f32]),
+    ) {
+        dist.resize(k, 0.0);
+        for (i, code) in out.iter_mut().enumerate() {
+            fill(r0 + i, &values[i * k..][..k], dist);
+            *code = argmin_first(dist);
+        }
+    }
+
     /// Per row of `values` (`[n, k]`), `argmin_first` of the distances that `fill` writes for
     /// it (`fill(row, values, out)`), in parallel over blocks of rows.
     pub(super) fn argmin_rows(
@@ -253,18 +270,21 @@ mod cpu {
     ) -> Vec<u32> {
         let n = values.len() / k;
         let mut codes = vec![0u32; n];
-        let job = |(block, out): (usize, &mut [u32])| {
-            let mut dist = vec![0f32; k];
-            for (r, code) in out.iter_mut().enumerate() {
-                let row = block * ROWS_PER_JOB + r;
-                fill(row, &values[row * k..][..k], &mut dist);
-                *code = argmin_first(&dist);
-            }
+        let job = |dist: &mut Vec<f32>, (block, out): (usize, &mut [u32])| {
+            let r0 = block * ROWS_PER_JOB;
+            search_block(r0, &values[r0 * k..], k, out, dist, &fill);
         };
         if n * k >= 1 << 16 {
-            codes.par_chunks_mut(ROWS_PER_JOB).enumerate().for_each(job);
+            codes
+                .par_chunks_mut(ROWS_PER_JOB)
+                .enumerate()
+                .for_each_init(Vec::new, job);
         } else {
-            codes.chunks_mut(ROWS_PER_JOB).enumerate().for_each(job);
+            let mut dist = Vec::new();
+            codes
+                .chunks_mut(ROWS_PER_JOB)
+                .enumerate()
+                .for_each(|b| job(&mut dist, b));
         }
         codes
     }
@@ -284,24 +304,25 @@ mod cpu {
         fill: impl Fn(usize, &[f32], &mut [f32]) + Sync,
     ) -> Vec<u32> {
         let mut codes = vec![0u32; n];
-        let job = |(block, out): (usize, &mut [u32])| {
-            let r0 = block * ROWS_PER_BLOCK;
-            let m = out.len();
-            let mut rows = vec![0f32; m * k];
-            values(r0, m, &mut rows);
-            let mut dist = vec![0f32; k];
-            for (i, code) in out.iter_mut().enumerate() {
-                fill(r0 + i, &rows[i * k..][..k], &mut dist);
-                *code = argmin_first(&dist);
-            }
+        // Each thread's block of values and distances, reused from block to block.
+        let job = |(rows, dist): &mut (Vec<f32>, Vec<f32>), (block, out): (usize, &mut [u32])| {
+            let (r0, m) = (block * ROWS_PER_BLOCK, out.len());
+            rows.resize(m * k, 0.0);
+            values(r0, m, &mut rows[..m * k]);
+            search_block(r0, rows, k, out, dist, &fill);
         };
+        let init = || (Vec::new(), Vec::new());
         if n > ROWS_PER_BLOCK {
             codes
                 .par_chunks_mut(ROWS_PER_BLOCK)
                 .enumerate()
-                .for_each(job);
+                .for_each_init(init, job);
         } else {
-            codes.chunks_mut(ROWS_PER_BLOCK).enumerate().for_each(job);
+            let mut scratch = init();
+            codes
+                .chunks_mut(ROWS_PER_BLOCK)
+                .enumerate()
+                .for_each(|b| job(&mut scratch, b));
         }
         codes
     }
