@@ -4,10 +4,11 @@
 //! relative to the output's scale.
 //!
 //! ```sh
-//! RAYON_NUM_THREADS=2 cargo run --release -p tessera-benches --example residual_unit_tiles
+//! RAYON_NUM_THREADS=2 cargo run --release -p tessera-benches --example residual_unit_tiles -- [C] [REPS]
 //! ```
 //!
-//! Best of 10 calls each. Units whose convs cannot run on the tiles (no AMX, or fewer than 32
+//! Best of REPS calls each (default 10); with C, only EnCodec's unit of C channels (for a
+//! profiler). Units whose convs cannot run on the tiles (no AMX, or fewer than 32
 //! hidden channels) print `-` for the tiles.
 
 use std::time::Instant;
@@ -38,6 +39,7 @@ fn main() -> candle_core::Result<()> {
     println!("unit                          fma_ms  tiles_ms  ratio  max_rel_diff");
     // (model, channels, samples per 10 s, shortcut conv)
     let units = [
+        ("encodec res", 32, 240_000, true),
         ("encodec res", 64, 120_000, true),
         ("encodec res", 128, 30_000, true),
         ("encodec res", 256, 6_000, true),
@@ -46,7 +48,16 @@ fn main() -> candle_core::Result<()> {
         ("mimi res", 256, 12_000, false),
         ("mimi res", 512, 2_000, false),
     ];
+    let only: Option<usize> = std::env::args()
+        .nth(1)
+        .map(|s| s.parse().expect("channels"));
+    let reps: usize = std::env::args()
+        .nth(2)
+        .map_or(10, |s| s.parse().expect("reps"));
     for (model, c, len, shortcut) in units {
+        if only.is_some_and(|o| o != c || model != "encodec res") {
+            continue;
+        }
         let x = Tensor::randn(0f32, 1.0, (1, c, len), &dev)?;
         let w = |shape: (usize, usize, usize)| -> candle_core::Result<Tensor> {
             let fan_in = (shape.1 * shape.2) as f64;
@@ -69,7 +80,7 @@ fn main() -> candle_core::Result<()> {
             pad: (2, 0),
             mode: EdgeMode::Zeros,
         };
-        let (t_fma, y_fma) = best_of(10, &unit(&conv1, &conv2, &skip), &x)?;
+        let (t_fma, y_fma) = best_of(reps, &unit(&conv1, &conv2, &skip), &x)?;
         let name = format!("{model} {c} x {len}");
         if !(tiled.0.runs_on_tiles() && tiled.1.runs_on_tiles() && tiled.2.runs_on_tiles()) {
             println!("{name:<28} {:>7.2}         -", t_fma * 1e3);

@@ -23,7 +23,7 @@
 use rayon::prelude::*;
 
 use super::conv::EdgeMode;
-use super::conv_direct::{self, DirectTile};
+use super::conv_direct::{self, DirectTile, Start};
 use super::conv_strided_direct;
 use super::elu::{elu_in_place, elu_into};
 use super::gemm::{MatRef, SharedOut, assume_init, uninit_buffer};
@@ -349,12 +349,8 @@ pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec
                     (&scratch.b[..], len)
                 };
                 // SAFETY: job (b, tile) alone writes columns t0..t0+nt of batch b's rows.
-                let accumulate =
-                    unsafe { init_rows(&shared, dst, cout_g, nt, l_out, grp * cout_g, f) };
-                // SAFETY: as above; the rows are distinct.
-                let mut out_rows: Vec<&mut [f32]> = (0..cout_g)
-                    .map(|r| unsafe { shared.row(dst + r * l_out, nt) })
-                    .collect();
+                let (out_rows, start) =
+                    unsafe { direct_rows(&shared, dst, (cout_g, nt), l_out, grp * cout_g, f) };
                 let tile = DirectTile {
                     input,
                     row_stride,
@@ -362,9 +358,10 @@ pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec
                     kernel: g.kernel,
                     dilation: g.dilation,
                     weight: &w[grp * cout_g * rows..][..cout_g * rows],
-                    accumulate,
+                    start,
                 };
-                conv_direct::conv_rows(&mut out_rows, nt, &tile);
+                // SAFETY: as above; the rows are distinct rows of the output.
+                unsafe { conv_direct::conv_rows_raw(&out_rows, nt, &tile) };
                 continue;
             }
             let rhs = if transform {
@@ -398,7 +395,8 @@ pub(crate) fn conv1d_gemm(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom) -> Vec
             unsafe { shared.sgemm_into(dst, l_out, cout_g, nt, rows, lhs, rhs, init, threads) };
         }
     });
-    // SAFETY: the jobs cover every (batch, group, tile), and `init_rows` wrote all their rows.
+    // SAFETY: the jobs cover every (batch, group, tile), and the direct kernel or `init_rows`
+    // wrote all their rows.
     unsafe { assume_init(out) }
 }
 
@@ -432,6 +430,37 @@ pub(crate) unsafe fn init_rows(
         };
     }
     adds
+}
+
+/// The output rows of a direct-kernel tile (`rows x cols` at `dst`, `stride` apart) and where
+/// the kernel starts their sums: from the bias in registers when there is no residual (the
+/// rows are then only written, never read), else from the rows, which [`init_rows`] fills.
+///
+/// # Safety
+/// The caller must own the tile.
+pub(crate) unsafe fn direct_rows<'f>(
+    out: &SharedOut,
+    dst: usize,
+    (rows, cols): (usize, usize),
+    stride: usize,
+    first_channel: usize,
+    f: &Fusion<'f>,
+) -> (Vec<*mut f32>, Start<'f>) {
+    let start = match (f.residual, f.bias) {
+        (None, Some(b)) => Start::Bias(&b[first_channel..first_channel + rows]),
+        (None, None) => Start::Zero,
+        // SAFETY: the caller owns the tile.
+        (Some(_), _) => {
+            match unsafe { init_rows(out, dst, rows, cols, stride, first_channel, f) } {
+                true => Start::Current,
+                false => Start::Zero,
+            }
+        }
+    };
+    let ptrs = (0..rows)
+        .map(|r| out.row_ptr(dst + r * stride, cols))
+        .collect();
+    (ptrs, start)
 }
 
 /// The im2col block of output columns `t0..t0 + nt`: row `ci * kernel + kx`, column `j` holds

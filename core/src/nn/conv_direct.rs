@@ -16,6 +16,33 @@ use std::ops::Range;
 // (Column windows outermost, so that a window's input stays in L1 across row groups, measured
 // no faster: the kernel is bound by the FMA units, not by L2.)
 
+/// Where a tile's sums start, row by row.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Start<'a> {
+    /// From zero.
+    Zero,
+    /// From the rows' current values (a bias or residual written there before).
+    Current,
+    /// From `bias[r]` for row `r` of the call.
+    Bias(&'a [f32]),
+    /// From `base[r * stride + j] + bias[r]` (a residual plus a bias, added in f32 as a caller
+    /// writing the rows first would): `(base, stride, bias)`, column `j` of the call at 0.
+    Residual(&'a [f32], usize, &'a [f32]),
+}
+
+impl Start<'_> {
+    /// This start for the rows `r0..` of the call.
+    fn rows_from(self, r0: usize) -> Self {
+        match self {
+            Start::Bias(b) => Start::Bias(&b[r0..]),
+            Start::Residual(base, stride, b) => {
+                Start::Residual(&base[r0 * stride..], stride, &b[r0..])
+            }
+            other => other,
+        }
+    }
+}
+
 /// The rows of one output tile and what they read.
 pub(crate) struct DirectTile<'a> {
     /// `[c_in, ..]` input rows, row `ci` starting at `ci * row_stride`; output column `j` reads
@@ -27,10 +54,12 @@ pub(crate) struct DirectTile<'a> {
     pub dilation: usize,
     /// `[rows, c_in * kernel]`, the weights of the tile's output rows.
     pub weight: &'a [f32],
-    /// Add to the rows' current values (bias, residual) instead of overwriting them.
-    pub accumulate: bool,
+    /// What the sums start from. Except from [`Start::Current`] the rows are only written, so
+    /// a caller need not initialise them: writing an output tile's rows first (a bias) and
+    /// then the sums cost a pass of stores that waited on memory for every line (12% of
+    /// EnCodec's 32-channel residual unit).
+    pub start: Start<'a>,
 }
-
 impl DirectTile<'_> {
     /// Input columns output column `cols - 1` reads up to (exclusive).
     fn reach(&self, cols: usize) -> usize {
@@ -84,65 +113,119 @@ pub(crate) fn whole_blocks(tile: usize) -> usize {
     (tile / block).max(1) * block
 }
 
-/// `rows[r][j] (+)= sum_{ci, kx} weight[r][ci * k + kx] * input[ci][j + kx * dilation]` for all
-/// rows `r` and columns `j < cols`. Panics (a bug) when a row or the input is too short.
+/// `rows[r][j] = start[r][j] + sum_{ci, kx} weight[r][ci * k + kx] * input[ci][j + kx *
+/// dilation]` for all rows `r` and columns `j < cols`. Panics (a bug) when a row or the input
+/// is too short.
 pub(crate) fn conv_rows(rows: &mut [&mut [f32]], cols: usize, tile: &DirectTile<'_>) {
+    assert!(rows.iter().all(|r| r.len() >= cols), "direct conv: rows");
+    let ptrs: Vec<*mut f32> = rows.iter_mut().map(|r| r.as_mut_ptr()).collect();
+    // SAFETY: the rows are distinct mutable slices of at least `cols` initialised elements.
+    unsafe { conv_rows_raw(&ptrs, cols, tile) }
+}
+
+/// [`conv_rows`] over rows given as pointers, which may point at uninitialised memory unless
+/// `tile.start` is [`Start::Current`] (every element `0..cols` of every row is written).
+///
+/// # Safety
+/// Each pointer must be valid for writes (and, from [`Start::Current`], reads) of `cols`
+/// floats, the rows must not overlap, and no other thread may access them during the call.
+pub(crate) unsafe fn conv_rows_raw(rows: &[*mut f32], cols: usize, tile: &DirectTile<'_>) {
     let ck = tile.c_in * tile.kernel;
     assert!(tile.weight.len() >= rows.len() * ck, "direct conv: weights");
-    assert!(rows.iter().all(|r| r.len() >= cols), "direct conv: rows");
     if tile.c_in > 0 && cols > 0 {
         let need = (tile.c_in - 1) * tile.row_stride + tile.reach(cols);
         assert!(tile.input.len() >= need, "direct conv: input");
+    }
+    match tile.start {
+        Start::Bias(b) => assert!(b.len() >= rows.len(), "direct conv: bias"),
+        Start::Residual(base, stride, b) => {
+            assert!(b.len() >= rows.len(), "direct conv: bias");
+            if !rows.is_empty() && cols > 0 {
+                assert!(
+                    base.len() >= (rows.len() - 1) * stride + cols,
+                    "direct conv: residual"
+                );
+            }
+        }
+        Start::Zero | Start::Current => {}
     }
     #[cfg(target_arch = "x86_64")]
     if available() {
         let wide = std::is_x86_feature_detected!("avx512f");
         let co = row_block();
-        for (b, block) in rows.chunks_mut(co).enumerate() {
+        for (b, block) in rows.chunks(co).enumerate() {
             let w = &tile.weight[b * co * ck..];
-            // SAFETY: the kernel's features are present (checked), and the asserts above
-            // bound every access it makes.
+            let start = tile.start.rows_from(b * co);
+            // SAFETY: the kernel's features are present (checked), the asserts above bound
+            // every access it makes to the input and weights, and the caller vouches for the
+            // rows.
             unsafe {
                 if wide {
-                    avx512::block_rows(block, cols, w, tile)
+                    avx512::block_rows(block, cols, w, tile, start)
                 } else {
-                    avx2::block_rows(block, cols, w, tile)
+                    avx2::block_rows(block, cols, w, tile, start)
                 }
             };
         }
         return;
     }
-    for (r, row) in rows.iter_mut().enumerate() {
-        scalar_columns(row, 0..cols, &tile.weight[r * ck..][..ck], tile);
+    for (r, &row) in rows.iter().enumerate() {
+        // SAFETY: as the caller vouches.
+        unsafe {
+            scalar_columns(
+                row,
+                0..cols,
+                &tile.weight[r * ck..][..ck],
+                tile,
+                tile.start.rows_from(r),
+            )
+        };
     }
 }
 
-/// The plain loop for columns `cols` of one row (tails and CPUs without AVX2). Fused
-/// multiply-adds in the vector kernel's order, so a column gets the same bits whichever path
-/// computes it (chunked decoding relies on that: tile edges move with the chunking).
+/// The plain loop for columns `cols` of one row (tails and CPUs without AVX2), starting from
+/// row 0 of `start`. Fused multiply-adds in the vector kernel's order, so a column gets the
+/// same bits whichever path computes it (chunked decoding relies on that: tile edges move with
+/// the chunking).
+///
+/// # Safety
+/// `row` valid for writes (and reads from [`Start::Current`]) of the columns.
 #[inline(always)]
-fn scalar_columns(row: &mut [f32], cols: Range<usize>, w: &[f32], tile: &DirectTile<'_>) {
+unsafe fn scalar_columns(
+    row: *mut f32,
+    cols: Range<usize>,
+    w: &[f32],
+    tile: &DirectTile<'_>,
+    start: Start<'_>,
+) {
     for j in cols {
-        let mut acc = if tile.accumulate { row[j] } else { 0.0 };
+        let mut acc = match start {
+            Start::Zero => 0.0,
+            // SAFETY: by the caller's contract.
+            Start::Current => unsafe { *row.add(j) },
+            Start::Bias(b) => b[0],
+            Start::Residual(base, _, b) => base[j] + b[0],
+        };
         for ci in 0..tile.c_in {
             let x = &tile.input[ci * tile.row_stride + j..];
             for kx in 0..tile.kernel {
                 acc = w[ci * tile.kernel + kx].mul_add(x[kx * tile.dilation], acc);
             }
         }
-        row[j] = acc;
+        // SAFETY: by the caller's contract.
+        unsafe { row.add(j).write(acc) };
     }
 }
 
 /// One instruction set's kernel: `$lanes`-wide vectors, blocks of [`CO`] rows x `$tv` vectors.
 macro_rules! direct_kernel {
     ($module:ident, $features:literal, $vec:ty, $lanes:expr, $co:expr, $tv:expr,
-     $zero:ident, $load:ident, $store:ident, $set1:ident, $fma:ident) => {
+     $zero:ident, $load:ident, $store:ident, $set1:ident, $fma:ident, $add:ident) => {
         #[cfg(target_arch = "x86_64")]
         mod $module {
             use std::arch::x86_64::*;
 
-            use super::{DirectTile, scalar_columns};
+            use super::{DirectTile, Start, scalar_columns};
 
             pub(super) const CO: usize = $co;
             const LANES: usize = $lanes;
@@ -153,13 +236,15 @@ macro_rules! direct_kernel {
             /// then the scalar tail.
             ///
             /// # Safety
-            /// The CPU must have the module's features; `conv_rows`' asserts must hold.
+            /// The CPU must have the module's features; `conv_rows_raw`'s asserts and contract
+            /// must hold.
             #[target_feature(enable = $features)]
             pub(super) unsafe fn block_rows(
-                rows: &mut [&mut [f32]],
+                rows: &[*mut f32],
                 cols: usize,
                 w: &[f32],
                 tile: &DirectTile<'_>,
+                start: Start<'_>,
             ) {
                 let ck = tile.c_in * tile.kernel;
                 // SAFETY (all blocks below): their columns lie below `cols`, bounded by the
@@ -168,15 +253,21 @@ macro_rules! direct_kernel {
                     if rows.len() == CO {
                         let mut j = 0;
                         while j + TV * LANES <= cols {
-                            block::<CO, TV>(rows, j, w, tile);
+                            block::<CO, TV>(rows, j, w, tile, start);
                             j += TV * LANES;
                         }
                         while j + LANES <= cols {
-                            block::<CO, 1>(rows, j, w, tile);
+                            block::<CO, 1>(rows, j, w, tile, start);
                             j += LANES;
                         }
-                        for (r, row) in rows.iter_mut().enumerate() {
-                            scalar_columns(row, j..cols, &w[r * ck..][..ck], tile);
+                        for (r, &row) in rows.iter().enumerate() {
+                            scalar_columns(
+                                row,
+                                j..cols,
+                                &w[r * ck..][..ck],
+                                tile,
+                                start.rows_from(r),
+                            );
                         }
                         return;
                     }
@@ -184,23 +275,24 @@ macro_rules! direct_kernel {
                     // each.
                     for r in 0..rows.len() {
                         let mut j = 0;
-                        let row = std::slice::from_mut(&mut rows[r]);
+                        let row = &rows[r..=r];
                         let wr = &w[r * ck..];
+                        let sr = start.rows_from(r);
                         // Several accumulators hide the FMA latency: one alone would wait on
                         // itself at every step.
                         while j + 4 * TV * LANES <= cols {
-                            block::<1, { 4 * TV }>(row, j, wr, tile);
+                            block::<1, { 4 * TV }>(row, j, wr, tile, sr);
                             j += 4 * TV * LANES;
                         }
                         while j + TV * LANES <= cols {
-                            block::<1, TV>(row, j, wr, tile);
+                            block::<1, TV>(row, j, wr, tile, sr);
                             j += TV * LANES;
                         }
                         while j + LANES <= cols {
-                            block::<1, 1>(row, j, wr, tile);
+                            block::<1, 1>(row, j, wr, tile, sr);
                             j += LANES;
                         }
-                        scalar_columns(row[0], j..cols, &wr[..ck], tile);
+                        scalar_columns(row[0], j..cols, &wr[..ck], tile, sr);
                     }
                 }
             }
@@ -209,22 +301,44 @@ macro_rules! direct_kernel {
             ///
             /// # Safety
             /// The module's features; rows `0..R` and columns `j0..j0 + V * LANES` in bounds,
-            /// and the input columns they read (checked by `conv_rows`).
+            /// and the input columns they read (checked by `conv_rows_raw`).
             #[inline]
             #[target_feature(enable = $features)]
             unsafe fn block<const R: usize, const V: usize>(
-                rows: &mut [&mut [f32]],
+                rows: &[*mut f32],
                 j0: usize,
                 w: &[f32],
                 tile: &DirectTile<'_>,
+                start: Start<'_>,
             ) {
                 let ck = tile.c_in * tile.kernel;
                 let mut acc: [[$vec; V]; R] = [[$zero(); V]; R];
-                if tile.accumulate {
-                    for (acc_r, row) in acc.iter_mut().zip(rows.iter()) {
-                        for (v, a) in acc_r.iter_mut().enumerate() {
-                            // SAFETY: in bounds by the caller's contract.
-                            *a = unsafe { $load(row.as_ptr().add(j0 + v * LANES)) };
+                match start {
+                    Start::Zero => {}
+                    Start::Current => {
+                        for (acc_r, &row) in acc.iter_mut().zip(rows) {
+                            for (v, a) in acc_r.iter_mut().enumerate() {
+                                // SAFETY: in bounds by the caller's contract.
+                                *a = unsafe { $load(row.add(j0 + v * LANES)) };
+                            }
+                        }
+                    }
+                    // Fixed trip counts (`R`, `V`): a loop bounded by a slice's length would
+                    // index the accumulators at run time and keep them in memory.
+                    Start::Bias(b) => {
+                        for (r, acc_r) in acc.iter_mut().enumerate() {
+                            *acc_r = [$set1(b[r]); V];
+                        }
+                    }
+                    Start::Residual(base, stride, b) => {
+                        for (r, acc_r) in acc.iter_mut().enumerate() {
+                            let bv = $set1(b[r]);
+                            for (v, a) in acc_r.iter_mut().enumerate() {
+                                let at = r * stride + j0 + v * LANES;
+                                assert!(at + LANES <= base.len());
+                                // SAFETY: in bounds (asserted).
+                                *a = $add(unsafe { $load(base.as_ptr().add(at)) }, bv);
+                            }
                         }
                     }
                 }
@@ -247,10 +361,10 @@ macro_rules! direct_kernel {
                         }
                     }
                 }
-                for (acc_r, row) in acc.iter().zip(rows.iter_mut()) {
+                for (acc_r, &row) in acc.iter().zip(rows) {
                     for (v, &a) in acc_r.iter().enumerate() {
                         // SAFETY: in bounds by the caller's contract.
-                        unsafe { $store(row.as_mut_ptr().add(j0 + v * LANES), a) };
+                        unsafe { $store(row.add(j0 + v * LANES), a) };
                     }
                 }
             }
@@ -273,7 +387,8 @@ direct_kernel!(
     _mm256_loadu_ps,
     _mm256_storeu_ps,
     _mm256_set1_ps,
-    _mm256_fmadd_ps
+    _mm256_fmadd_ps,
+    _mm256_add_ps
 );
 direct_kernel!(
     avx512,
@@ -286,7 +401,8 @@ direct_kernel!(
     _mm512_loadu_ps,
     _mm512_storeu_ps,
     _mm512_set1_ps,
-    _mm512_fmadd_ps
+    _mm512_fmadd_ps,
+    _mm512_add_ps
 );
 
 #[cfg(test)]
@@ -294,68 +410,136 @@ mod tests {
     use super::*;
     use crate::nn::test_values as values;
 
+    /// What each start mode adds to row `r`, column `j` (the rows' values before the call are
+    /// `before`).
+    fn start_value(start: &Start, before: &[f32], cols: usize, r: usize, j: usize) -> f32 {
+        match *start {
+            Start::Zero => 0.0,
+            Start::Current => before[r * cols + j],
+            Start::Bias(b) => b[r],
+            Start::Residual(base, stride, b) => base[r * stride + j] + b[r],
+        }
+    }
+
     #[test]
-    fn equals_the_definition_for_every_block_shape() {
-        for (c_in, kernel, dilation, n_rows, cols, accumulate) in [
-            (3, 3, 1, 4, 24, false),
-            (5, 7, 2, 6, 61, true),
-            (1, 1, 1, 1, 200, false),
-            (4, 3, 9, 3, 7, true),
-            (2, 4, 1, 9, 57, false),
-            (3, 3, 2, 5, 700, true),
-            (3, 3, 1, 16, 100, true),
-            (2, 5, 3, 13, 150, false),
+    fn equals_the_definition_for_every_block_shape_and_start() {
+        for (c_in, kernel, dilation, n_rows, cols) in [
+            (3, 3, 1, 4, 24),
+            (5, 7, 2, 6, 61),
+            (1, 1, 1, 1, 200),
+            (4, 3, 9, 3, 7),
+            (2, 4, 1, 9, 57),
+            (3, 3, 2, 5, 700),
+            (3, 3, 1, 16, 100),
+            (2, 5, 3, 13, 150),
         ] {
             let stride = cols + dilation * (kernel - 1) + 5;
             let input = values(c_in * stride, 1);
             let weight = values(n_rows * c_in * kernel, 2);
-            let start = values(n_rows * cols, 3);
-            let mut out = start.clone();
-            let mut rows: Vec<&mut [f32]> = out.chunks_mut(cols).collect();
+            let before = values(n_rows * cols, 3);
+            let bias = values(n_rows, 4);
+            let base_stride = cols + 3;
+            let base = values(n_rows * base_stride, 5);
+            for start in [
+                Start::Zero,
+                Start::Current,
+                Start::Bias(&bias),
+                Start::Residual(&base, base_stride, &bias),
+            ] {
+                let tile = DirectTile {
+                    input: &input,
+                    row_stride: stride,
+                    c_in,
+                    kernel,
+                    dilation,
+                    weight: &weight,
+                    start,
+                };
+                let mut out = before.clone();
+                let mut rows: Vec<&mut [f32]> = out.chunks_mut(cols).collect();
+                conv_rows(&mut rows, cols, &tile);
+                drop(rows);
+                #[cfg(target_arch = "x86_64")]
+                if available() {
+                    // The AVX2 kernel gives the same bits as whichever kernel ran above.
+                    let mut narrow = before.clone();
+                    let ptrs: Vec<*mut f32> =
+                        narrow.chunks_mut(cols).map(|r| r.as_mut_ptr()).collect();
+                    let ck = c_in * kernel;
+                    for (b, block) in ptrs.chunks(avx2::CO).enumerate() {
+                        let w = &weight[b * avx2::CO * ck..];
+                        // SAFETY: AVX2 and FMA present; shapes as conv_rows checked them, and
+                        // the rows are distinct rows of `narrow`.
+                        unsafe {
+                            avx2::block_rows(block, cols, w, &tile, start.rows_from(b * avx2::CO))
+                        };
+                    }
+                    assert!(
+                        narrow == out,
+                        "AVX2 and the dispatched kernel differ ({start:?})"
+                    );
+                }
+                for r in 0..n_rows {
+                    for j in 0..cols {
+                        let mut want = start_value(&start, &before, cols, r, j) as f64;
+                        for ci in 0..c_in {
+                            for kx in 0..kernel {
+                                want += weight[(r * c_in + ci) * kernel + kx] as f64
+                                    * input[ci * stride + j + kx * dilation] as f64;
+                            }
+                        }
+                        let got = out[r * cols + j] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-5,
+                            "c_in {c_in} k {kernel} row {r} col {j} {start:?}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starting from a bias (or a residual plus a bias) gives the bits of writing those into the
+    /// rows first and accumulating onto them, which is what the callers did before.
+    #[test]
+    fn bias_and_residual_starts_equal_writing_the_rows_first() {
+        let (c_in, kernel, n_rows, cols) = (6, 3, 11, 203);
+        let stride = cols + kernel - 1;
+        let input = values(c_in * stride, 6);
+        let weight = values(n_rows * c_in * kernel, 7);
+        let bias = values(n_rows, 8);
+        let base = values(n_rows * cols, 9);
+        let run = |start: Start, before: Vec<f32>| {
             let tile = DirectTile {
                 input: &input,
                 row_stride: stride,
                 c_in,
                 kernel,
-                dilation,
+                dilation: 1,
                 weight: &weight,
-                accumulate,
+                start,
             };
+            let mut out = before;
+            let mut rows: Vec<&mut [f32]> = out.chunks_mut(cols).collect();
             conv_rows(&mut rows, cols, &tile);
             drop(rows);
-            #[cfg(target_arch = "x86_64")]
-            if available() {
-                // The AVX2 kernel gives the same bits as whichever kernel ran above.
-                let mut narrow = start.clone();
-                let mut rows: Vec<&mut [f32]> = narrow.chunks_mut(cols).collect();
-                let ck = c_in * kernel;
-                for (b, block) in rows.chunks_mut(avx2::CO).enumerate() {
-                    // SAFETY: AVX2 and FMA present; shapes as conv_rows checked them.
-                    unsafe { avx2::block_rows(block, cols, &weight[b * avx2::CO * ck..], &tile) };
-                }
-                drop(rows);
-                assert!(narrow == out, "AVX2 and the dispatched kernel differ");
-            }
-            for r in 0..n_rows {
-                for j in 0..cols {
-                    let mut want = if accumulate {
-                        start[r * cols + j] as f64
-                    } else {
-                        0.0
-                    };
-                    for ci in 0..c_in {
-                        for kx in 0..kernel {
-                            want += weight[(r * c_in + ci) * kernel + kx] as f64
-                                * input[ci * stride + j + kx * dilation] as f64;
-                        }
-                    }
-                    let got = out[r * cols + j] as f64;
-                    assert!(
-                        (got - want).abs() < 1e-5,
-                        "c_in {c_in} k {kernel} row {r} col {j}: {got} vs {want}"
-                    );
-                }
-            }
-        }
+            out
+        };
+        let written: Vec<f32> = (0..n_rows * cols).map(|i| bias[i / cols]).collect();
+        let garbage = vec![f32::NAN; n_rows * cols];
+        assert_eq!(
+            run(Start::Bias(&bias), garbage.clone()),
+            run(Start::Current, written)
+        );
+        let written: Vec<f32> = (0..n_rows * cols)
+            .map(|i| base[i] + bias[i / cols])
+            .collect();
+        let got = run(Start::Residual(&base, cols, &bias), garbage);
+        let want = run(Start::Current, written);
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
     }
 }

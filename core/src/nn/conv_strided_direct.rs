@@ -15,7 +15,7 @@
 //! (`conv_polyphase_winograd`): tried on all of SEANet's downsampling convs, this kernel lost
 //! 6x on Mimi's 512 -> 1024 one, re-reading 33 MB of regrouped weights for every time tile.
 
-use super::conv_cpu::{ConvGeom, Fusion, fill_span, init_rows, run_jobs};
+use super::conv_cpu::{ConvGeom, Fusion, direct_rows, fill_span, run_jobs};
 use super::conv_direct::{self, DirectTile};
 use super::gemm::{SharedOut, assume_init, uninit_buffer};
 
@@ -147,11 +147,8 @@ pub(crate) fn conv1d_strided_polyphase(x: &[f32], w: &[f32], f: &Fusion, g: &Con
             let dst = (b * g.c_out + co0) * l_out + t0;
             let n_rows = co1 - co0;
             // SAFETY: job (b, tile, part) alone writes columns t0..t0+nt of rows co0..co1.
-            let accumulate = unsafe { init_rows(&shared, dst, n_rows, nt, l_out, co0, f) };
-            // SAFETY: as above; the rows are distinct.
-            let mut out_rows: Vec<&mut [f32]> = (0..n_rows)
-                .map(|r| unsafe { shared.row(dst + r * l_out, nt) })
-                .collect();
+            let (out_rows, start) =
+                unsafe { direct_rows(&shared, dst, (n_rows, nt), l_out, co0, f) };
             let direct = DirectTile {
                 input: comp,
                 row_stride: frames,
@@ -159,12 +156,13 @@ pub(crate) fn conv1d_strided_polyphase(x: &[f32], w: &[f32], f: &Fusion, g: &Con
                 kernel: taps,
                 dilation: 1,
                 weight: &pw[co0 * rows * taps..co1 * rows * taps],
-                accumulate,
+                start,
             };
-            conv_direct::conv_rows(&mut out_rows, nt, &direct);
+            // SAFETY: as above; the rows are distinct rows of the output.
+            unsafe { conv_direct::conv_rows_raw(&out_rows, nt, &direct) };
         },
     );
-    // SAFETY: the jobs cover every (batch, tile, row part), and `init_rows` wrote their rows.
+    // SAFETY: the jobs cover every (batch, tile, row part), and the direct kernel wrote their rows.
     unsafe { assume_init(out) }
 }
 

@@ -12,7 +12,7 @@
 
 use super::conv::EdgeMode;
 use super::conv_cpu::{ConvTrGeom, PreAct, fill_span, run_jobs};
-use super::conv_direct::{self, DirectTile};
+use super::conv_direct::{self, DirectTile, Start};
 use super::gemm::{SharedOut, assume_init, uninit_buffer};
 
 /// Output channels up to which transposed convs take this path (when `conv_direct` has a
@@ -90,10 +90,11 @@ pub(crate) fn conv_transpose1d_polyphase(
         for (r, (taps, wr)) in phases.iter().enumerate() {
             tmp.clear();
             tmp.resize(g.c_out * nm, 0.0);
-            for (co, row) in tmp.chunks_exact_mut(nm).enumerate() {
-                row.fill(bias.map_or(0.0, |b| b[co]));
-            }
-            if *taps > 0 {
+            if *taps == 0 {
+                for (co, row) in tmp.chunks_exact_mut(nm).enumerate() {
+                    row.fill(bias.map_or(0.0, |b| b[co]));
+                }
+            } else {
                 let mut rows: Vec<&mut [f32]> = tmp.chunks_exact_mut(nm).collect();
                 let tile = DirectTile {
                     input: &scratch.a[max_taps - taps..],
@@ -102,7 +103,7 @@ pub(crate) fn conv_transpose1d_polyphase(
                     kernel: *taps,
                     dilation: 1,
                     weight: wr,
-                    accumulate: true,
+                    start: bias.map_or(Start::Zero, Start::Bias),
                 };
                 conv_direct::conv_rows(&mut rows, nm, &tile);
             }

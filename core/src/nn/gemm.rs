@@ -167,6 +167,17 @@ impl SharedOut {
         unsafe { self.ptr.add(offset) }
     }
 
+    /// A pointer to row `offset..offset + len`, for kernels that write it directly (each
+    /// element they write counts as initialised, as by [`SharedOut::init_row`]).
+    ///
+    /// # Panics
+    /// When the row runs past the end.
+    pub fn row_ptr(&self, offset: usize, len: usize) -> *mut f32 {
+        assert!(offset + len <= self.len);
+        // SAFETY: in bounds (asserted).
+        unsafe { self.ptr.add(offset) }
+    }
+
     /// A mutable row `offset..offset + len`.
     ///
     /// # Safety

@@ -19,7 +19,7 @@ use candle_core::Tensor;
 use super::conv::{Conv1d, CpuKernel, EdgeMode};
 use super::conv_amx::TileConv;
 use super::conv_cpu::{PreAct, fill_span_strided, run_jobs};
-use super::conv_direct::{self, DirectTile};
+use super::conv_direct::{self, DirectTile, Start};
 use super::conv_winograd::{WinogradWeights, tile_sums};
 use super::elu::elu_in_place;
 use super::gemm::{MatRef, SharedOut, assume_init, uninit_buffer};
@@ -244,6 +244,10 @@ fn run(
         }
         w
     });
+    // The output rows' biases: conv2's plus the shortcut's, added once as the rows' start.
+    let out_bias: Vec<f32> = (0..c)
+        .map(|r| p.w2.1.map_or(0.0, |b| b[r]) + p.shortcut.and_then(|s| s.1).map_or(0.0, |b| b[r]))
+        .collect();
     run_jobs(batch * n_tiles, work, |job, scratch, _threads| {
         let b = job / n_tiles;
         let t0 = (job % n_tiles) * tile;
@@ -270,9 +274,6 @@ fn run(
         hidden.resize(p.hidden * nt, 0.0);
         match p.w1.0 {
             Conv1Weights::Plain(w) => {
-                for (r, row) in hidden.chunks_exact_mut(nt).enumerate() {
-                    row.fill(p.w1.1.map_or(0.0, |bias| bias[r]));
-                }
                 let conv1 = RowsConv {
                     input: (&scratch.a, len),
                     c_in: c,
@@ -280,13 +281,14 @@ fn run(
                     kernel: p.kernel,
                     dilation: p.dilation,
                 };
-                // SAFETY: `hidden` is this job's own buffer, initialised just above.
+                let start = p.w1.1.map_or(Start::Zero, Start::Bias);
+                // SAFETY: `hidden` is this job's own buffer.
                 unsafe {
-                    conv1.accumulate(
+                    conv1.run(
                         &SharedOut::new(&mut hidden),
                         (0, nt),
-                        p.hidden,
-                        nt,
+                        (p.hidden, nt),
+                        start,
                         &mut scratch.b,
                     )
                 };
@@ -303,24 +305,13 @@ fn run(
             }
         }
         elu_in_place(&mut hidden);
-        // out = biases + shortcut(x) + conv2(hidden), written into the tile's output rows.
+        // out = biases + shortcut(x) + conv2(hidden) (plus `x` without a shortcut conv),
+        // written into the tile's output rows.
         let dst = b * c * l + t0;
-        let bias = |r: usize| {
-            p.w2.1.map_or(0.0, |b| b[r]) + p.shortcut.and_then(|s| s.1).map_or(0.0, |b| b[r])
+        let start = match p.shortcut {
+            Some(_) => Start::Bias(&out_bias),
+            None => Start::Residual(&xb[t0..], rs, &out_bias),
         };
-        // The rows start as the biases (plus `x` without a shortcut conv).
-        for r in 0..c {
-            let bias = bias(r);
-            let x_row = &xb[r * rs + t0..][..nt];
-            // SAFETY: job (b, tile) alone writes columns t0..t0+nt of batch b's rows, and it
-            // initialises them here, before anything reads them.
-            unsafe {
-                match p.shortcut {
-                    Some(_) => shared.init_row(dst + r * l, nt, |_| bias),
-                    None => shared.init_row(dst + r * l, nt, |j| x_row[j] + bias),
-                }
-            };
-        }
         // [x; hidden] for this tile when the shortcut and conv2 run as one pointwise conv.
         let (input, depth, w2) = match &joint {
             Some(w) => {
@@ -342,8 +333,8 @@ fn run(
             kernel: 1,
             dilation: 1,
         };
-        // SAFETY: as above, this job alone touches these columns of these rows.
-        unsafe { conv2.accumulate(&shared, (dst, l), c, nt, &mut scratch.b) };
+        // SAFETY: job (b, tile) alone writes columns t0..t0+nt of batch b's rows.
+        unsafe { conv2.run(&shared, (dst, l), (c, nt), start, &mut scratch.b) };
         scratch.c = hidden;
     });
     // SAFETY: the jobs cover every (batch, row, column) and each initialised its rows above.
@@ -393,25 +384,26 @@ struct RowsConv<'a> {
 }
 
 impl RowsConv<'_> {
-    /// `out[r][j] += sum_{ci, kx} w[r][ci * kernel + kx] * input[ci][j + kx * dilation]` over
-    /// the `n_out x cols` view of `out` at (offset, row stride), accumulated in place: by the
-    /// direct kernel for few output rows, else by im2col (into `col`) and gemm.
+    /// `out[r][j] = start[r][j] + sum_{ci, kx} w[r][ci * kernel + kx] * input[ci][j + kx *
+    /// dilation]` over the `n_out x cols` view of `out` at (offset, row stride): by the direct
+    /// kernel for few output rows (which starts the sums in registers), else by im2col (into
+    /// `col`) and gemm onto rows written with the start first.
     ///
     /// # Safety
-    /// No other thread may access that view during the call, and it must be initialised.
-    unsafe fn accumulate(
+    /// No other thread may access that view during the call; it must be initialised if `start`
+    /// is [`Start::Current`].
+    unsafe fn run(
         &self,
         out: &SharedOut,
         (offset, dst_rs): (usize, usize),
-        n_out: usize,
-        cols: usize,
+        (n_out, cols): (usize, usize),
+        start: Start,
         col: &mut Vec<f32>,
     ) {
         let (input, row_stride) = self.input;
         if n_out <= DIRECT_MAX && conv_direct::available() {
-            // SAFETY: distinct rows of the view, exclusive by the caller's contract.
-            let mut rows: Vec<&mut [f32]> = (0..n_out)
-                .map(|r| unsafe { out.row(offset + r * dst_rs, cols) })
+            let rows: Vec<*mut f32> = (0..n_out)
+                .map(|r| out.row_ptr(offset + r * dst_rs, cols))
                 .collect();
             let tile = DirectTile {
                 input,
@@ -420,10 +412,29 @@ impl RowsConv<'_> {
                 kernel: self.kernel,
                 dilation: self.dilation,
                 weight: self.w,
-                accumulate: true,
+                start,
             };
-            conv_direct::conv_rows(&mut rows, cols, &tile);
+            // SAFETY: distinct rows of the view, exclusive by the caller's contract.
+            unsafe { conv_direct::conv_rows_raw(&rows, cols, &tile) };
             return;
+        }
+        for r in 0..n_out {
+            // SAFETY: exclusive by the caller's contract; each row is written before gemm
+            // reads it.
+            unsafe {
+                match start {
+                    Start::Zero => {
+                        out.init_row(offset + r * dst_rs, cols, |_| 0.0);
+                    }
+                    Start::Current => {}
+                    Start::Bias(b) => {
+                        out.init_row(offset + r * dst_rs, cols, |_| b[r]);
+                    }
+                    Start::Residual(base, stride, b) => {
+                        out.init_row(offset + r * dst_rs, cols, |j| base[r * stride + j] + b[r]);
+                    }
+                }
+            }
         }
         let depth = self.c_in * self.kernel;
         let rhs = if self.kernel == 1 {
