@@ -236,7 +236,9 @@ fn run(
     // output rows are accumulated once instead of twice. Weights `[c, c + hidden]`, the
     // shortcut's first, so every output sums in the same order as the two convs one after the
     // other (the same bits).
-    let joint: Option<Vec<f32>> = p.shortcut.map(|(ws, _)| {
+    // (The direct kernel runs the two one after the other instead: see below.)
+    let direct = c <= DIRECT_MAX && conv_direct::available();
+    let joint: Option<Vec<f32>> = p.shortcut.filter(|_| !direct).map(|(ws, _)| {
         let mut w = Vec::with_capacity(c * (c + p.hidden));
         for r in 0..c {
             w.extend_from_slice(&ws[r * c..][..c]);
@@ -312,9 +314,20 @@ fn run(
             Some(_) => Start::Bias(&out_bias),
             None => Start::Residual(&xb[t0..], rs, &out_bias),
         };
-        // [x; hidden] for this tile when the shortcut and conv2 run as one pointwise conv.
-        let (input, depth, w2) = match &joint {
-            Some(w) => {
+        let mut pointwise = |input: (&[f32], usize), c_in: usize, w: &[f32], start: Start| {
+            let conv = RowsConv {
+                input,
+                c_in,
+                w,
+                kernel: 1,
+                dilation: 1,
+            };
+            // SAFETY: job (b, tile) alone writes columns t0..t0+nt of batch b's rows.
+            unsafe { conv.run(&shared, (dst, l), (c, nt), start, &mut scratch.b) };
+        };
+        match (&joint, p.shortcut) {
+            // [x; hidden] for this tile, the shortcut and conv2 as one pointwise conv.
+            (Some(w), _) => {
                 let both = &mut scratch.d;
                 both.clear();
                 both.reserve((c + p.hidden) * nt);
@@ -322,19 +335,19 @@ fn run(
                     both.extend_from_slice(&xb[r * rs + t0..][..nt]);
                 }
                 both.extend_from_slice(&hidden);
-                (&scratch.d[..], c + p.hidden, &w[..])
+                let both = std::mem::take(both);
+                pointwise((&both, nt), c + p.hidden, w, start);
+                scratch.d = both;
             }
-            None => (&hidden[..], p.hidden, p.w2.0),
-        };
-        let conv2 = RowsConv {
-            input: (input, nt),
-            c_in: depth,
-            w: w2,
-            kernel: 1,
-            dilation: 1,
-        };
-        // SAFETY: job (b, tile) alone writes columns t0..t0+nt of batch b's rows.
-        unsafe { conv2.run(&shared, (dst, l), (c, nt), start, &mut scratch.b) };
+            // On the direct kernel, the shortcut reads `x` where it lies and conv2 adds onto
+            // its sums: the joint conv's order of sums (the same bits), without copying `x`
+            // beside the hidden block.
+            (None, Some((ws, _))) => {
+                pointwise((&xb[t0..], rs), c, ws, start);
+                pointwise((&hidden, nt), p.hidden, p.w2.0, Start::Current);
+            }
+            (None, None) => pointwise((&hidden, nt), p.hidden, p.w2.0, start),
+        }
         scratch.c = hidden;
     });
     // SAFETY: the jobs cover every (batch, row, column) and each initialised its rows above.
