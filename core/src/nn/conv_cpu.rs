@@ -534,9 +534,22 @@ pub(crate) fn conv1d_single_input(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom
             for co in ci * per_input..(ci + 1) * per_input {
                 let row = b * g.c_out + co;
                 let bias = f.bias.map_or(0.0, |b| b[co]);
-                // SAFETY: job (input, tile) alone writes these samples of its output channels.
-                let o = unsafe { shared.init_row(row * l_out + t0, nt, |_| bias) };
-                depthwise_row(o, &scratch.a, &w[co * k..][..k], g.stride, g.dilation);
+                let at = row * l_out + t0;
+                let wk = &w[co * k..][..k];
+                // SAFETY: job (input, tile) alone writes these samples of its output channels,
+                // and `depthwise_row` writes every one of them before the slice is made.
+                let o = unsafe {
+                    depthwise_row(
+                        shared.row_ptr(at, nt),
+                        nt,
+                        &scratch.a,
+                        wk,
+                        g.stride,
+                        g.dilation,
+                        bias,
+                    );
+                    shared.row(at, nt)
+                };
                 if let Some(post) = f.post {
                     snake_in_place(o, post.alpha[co], post.inv[co]);
                 }
@@ -594,8 +607,20 @@ pub(crate) fn residual_dw_pw(
                 pre.map(PreAct::Snake),
                 None,
             );
-            o.fill(dw.1.map_or(0.0, |b| b[ch]));
-            depthwise_row(o, &scratch.a, &dw.0[ch * k..][..k], 1, g.dilation);
+            let bias = dw.1.map_or(0.0, |b| b[ch]);
+            let n = o.len();
+            // SAFETY: `o` is this job's own row of `n` samples.
+            unsafe {
+                depthwise_row(
+                    o.as_mut_ptr(),
+                    n,
+                    &scratch.a,
+                    &dw.0[ch * k..][..k],
+                    1,
+                    g.dilation,
+                    bias,
+                )
+            };
             if let Some(p) = post {
                 snake_in_place(o, p.alpha[ch], p.inv[ch]);
             }
@@ -627,65 +652,109 @@ pub(crate) fn residual_dw_pw(
 }
 
 /// `o[t] += sum_k w[k] * padded[t * stride + k * dilation]`.
-fn depthwise_row(o: &mut [f32], padded: &[f32], w: &[f32], stride: usize, dilation: usize) {
-    assert!(padded.len() > (o.len().max(1) - 1) * stride + (w.len().max(1) - 1) * dilation);
+/// `o[t] = bias + sum_kx w[kx] padded[t stride + kx dilation]` for the `n` samples at `o`. The
+/// sums start from the bias in registers and each sample is written once: filling an output
+/// row with the bias first, then adding onto it, stalled on memory for every line of a
+/// codec's first conv (tens of MB of output).
+///
+/// # Safety
+/// `o` must be valid for writes of `n` floats (they may be uninitialised), and no other thread
+/// may access them during the call.
+unsafe fn depthwise_row(
+    o: *mut f32,
+    n: usize,
+    padded: &[f32],
+    w: &[f32],
+    stride: usize,
+    dilation: usize,
+    bias: f32,
+) {
+    assert!(padded.len() > (n.max(1) - 1) * stride + (w.len().max(1) - 1) * dilation);
     #[cfg(target_arch = "x86_64")]
     if stride == 1 && is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F (checked just above); bounds asserted above.
-        unsafe { depthwise_row_s1_avx512(o, padded, w, dilation) };
+        // SAFETY: the CPU has AVX-512F (checked just above); bounds asserted above, `o` by the
+        // caller.
+        unsafe { depthwise_row_s1_avx512(o, n, padded, w, dilation, bias) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if stride == 1 && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above); bounds asserted above.
-        unsafe { depthwise_row_s1_avx2(o, padded, w, dilation) };
+        // SAFETY: the CPU has AVX2 and FMA (checked just above); bounds asserted above, `o` by
+        // the caller.
+        unsafe { depthwise_row_s1_avx2(o, n, padded, w, dilation, bias) };
         return;
     }
-    depthwise_row_generic(o, padded, w, stride, dilation);
+    for t in 0..n {
+        let base = t * stride;
+        let mut y = bias;
+        for (kx, &wk) in w.iter().enumerate() {
+            y += wk * padded[base + kx * dilation];
+        }
+        // SAFETY: t < n, by the caller's contract.
+        unsafe { o.add(t).write(y) };
+    }
 }
 
-fn depthwise_row_generic(o: &mut [f32], padded: &[f32], w: &[f32], stride: usize, dilation: usize) {
-    for (t, y) in o.iter_mut().enumerate() {
-        let base = t * stride;
+/// The samples from `t` on of [`depthwise_row`]'s stride-1 vector kernels, one at a time, by
+/// the same fused operations per sample.
+///
+/// # Safety
+/// As [`depthwise_row`].
+#[inline(always)]
+unsafe fn depthwise_tail_s1(
+    o: *mut f32,
+    t: usize,
+    n: usize,
+    padded: &[f32],
+    w: &[f32],
+    d: usize,
+    bias: f32,
+) {
+    for i in t..n {
+        let mut y = bias;
         for (kx, &wk) in w.iter().enumerate() {
-            *y += wk * padded[base + kx * dilation];
+            y = wk.mul_add(padded[i + kx * d], y);
         }
+        // SAFETY: i < n, by the caller's contract.
+        unsafe { o.add(i).write(y) };
     }
 }
 
 /// Sixteen outputs at a time held in two registers while the taps accumulate, so each output
-/// is loaded and stored once.
+/// is stored once.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA, and `padded` must hold `o.len() + (w.len() - 1) * dilation`
-/// samples.
+/// The CPU must have AVX2 and FMA, and `padded` must hold `n + (w.len() - 1) * dilation`
+/// samples; `o` as for [`depthwise_row`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn depthwise_row_s1_avx2(o: &mut [f32], padded: &[f32], w: &[f32], dilation: usize) {
+unsafe fn depthwise_row_s1_avx2(
+    o: *mut f32,
+    n: usize,
+    padded: &[f32],
+    w: &[f32],
+    dilation: usize,
+    bias: f32,
+) {
     use std::arch::x86_64::*;
-    let n = o.len();
     let mut t = 0;
-    // SAFETY: every access below is at most o.len() - 1 + (w.len() - 1) * dilation into
-    // `padded` (the caller's bound) and below o.len() into `o`.
+    // SAFETY: every access below is at most n - 1 + (w.len() - 1) * dilation into `padded`
+    // (the caller's bound) and below n past `o`.
     unsafe {
         while t + 16 <= n {
-            let mut a0 = _mm256_loadu_ps(o.as_ptr().add(t));
-            let mut a1 = _mm256_loadu_ps(o.as_ptr().add(t + 8));
+            let mut a0 = _mm256_set1_ps(bias);
+            let mut a1 = a0;
             for (kx, &wk) in w.iter().enumerate() {
                 let wv = _mm256_set1_ps(wk);
                 let p = padded.as_ptr().add(t + kx * dilation);
                 a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p), a0);
                 a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p.add(8)), a1);
             }
-            _mm256_storeu_ps(o.as_mut_ptr().add(t), a0);
-            _mm256_storeu_ps(o.as_mut_ptr().add(t + 8), a1);
+            _mm256_storeu_ps(o.add(t), a0);
+            _mm256_storeu_ps(o.add(t + 8), a1);
             t += 16;
         }
-    }
-    for (i, y) in o.iter_mut().enumerate().skip(t) {
-        for (kx, &wk) in w.iter().enumerate() {
-            *y = wk.mul_add(padded[i + kx * dilation], *y);
-        }
+        depthwise_tail_s1(o, t, n, padded, w, dilation, bias);
     }
 }
 
@@ -696,31 +765,32 @@ unsafe fn depthwise_row_s1_avx2(o: &mut [f32], padded: &[f32], w: &[f32], dilati
 /// As [`depthwise_row_s1_avx2`], with AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn depthwise_row_s1_avx512(o: &mut [f32], padded: &[f32], w: &[f32], dilation: usize) {
+unsafe fn depthwise_row_s1_avx512(
+    o: *mut f32,
+    n: usize,
+    padded: &[f32],
+    w: &[f32],
+    dilation: usize,
+    bias: f32,
+) {
     use std::arch::x86_64::*;
-    let n = o.len();
     let mut t = 0;
-    // SAFETY: every access below is at most o.len() - 1 + (w.len() - 1) * dilation into
-    // `padded` (the caller's bound) and below o.len() into `o`.
+    // SAFETY: as in the AVX2 kernel.
     unsafe {
         while t + 32 <= n {
-            let mut a0 = _mm512_loadu_ps(o.as_ptr().add(t));
-            let mut a1 = _mm512_loadu_ps(o.as_ptr().add(t + 16));
+            let mut a0 = _mm512_set1_ps(bias);
+            let mut a1 = a0;
             for (kx, &wk) in w.iter().enumerate() {
                 let wv = _mm512_set1_ps(wk);
                 let p = padded.as_ptr().add(t + kx * dilation);
                 a0 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p), a0);
                 a1 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p.add(16)), a1);
             }
-            _mm512_storeu_ps(o.as_mut_ptr().add(t), a0);
-            _mm512_storeu_ps(o.as_mut_ptr().add(t + 16), a1);
+            _mm512_storeu_ps(o.add(t), a0);
+            _mm512_storeu_ps(o.add(t + 16), a1);
             t += 32;
         }
-    }
-    for (i, y) in o.iter_mut().enumerate().skip(t) {
-        for (kx, &wk) in w.iter().enumerate() {
-            *y = wk.mul_add(padded[i + kx * dilation], *y);
-        }
+        depthwise_tail_s1(o, t, n, padded, w, dilation, bias);
     }
 }
 
@@ -912,6 +982,40 @@ pub(crate) mod tests {
         assert_eq!(a.len(), b.len());
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
             assert!((x - y).abs() < 1e-4, "at {i}: {x} vs {y}");
+        }
+    }
+
+    /// The depthwise row writes every sample once from the bias (whatever was there before),
+    /// and its AVX-512 and AVX2 kernels give the same bits, tails included.
+    #[test]
+    fn depthwise_row_starts_from_the_bias_on_every_path() {
+        let (k, dilation, bias) = (7, 2, 0.37f32);
+        let w = crate::nn::test_values(k, 1);
+        for n in [0, 5, 31, 75, 200] {
+            let padded = crate::nn::test_values(n + (k - 1) * dilation + 1, 2);
+            let mut got = vec![f32::NAN; n];
+            // SAFETY: `got` holds n floats.
+            unsafe { depthwise_row(got.as_mut_ptr(), n, &padded, &w, 1, dilation, bias) };
+            for (t, &y) in got.iter().enumerate() {
+                let want: f64 = f64::from(bias)
+                    + (0..k)
+                        .map(|kx| f64::from(w[kx]) * f64::from(padded[t + kx * dilation]))
+                        .sum::<f64>();
+                assert!(
+                    (f64::from(y) - want).abs() < 1e-5,
+                    "n {n} t {t}: {y} vs {want}"
+                );
+            }
+            #[cfg(target_arch = "x86_64")]
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                let mut narrow = vec![f32::NAN; n];
+                // SAFETY: the features are present; `narrow` holds n floats.
+                unsafe {
+                    depthwise_row_s1_avx2(narrow.as_mut_ptr(), n, &padded, &w, dilation, bias)
+                };
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&narrow), bits(&got), "n {n}");
+            }
         }
     }
 
