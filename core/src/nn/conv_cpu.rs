@@ -449,12 +449,10 @@ pub(crate) unsafe fn direct_rows<'f>(
     let start = match (f.residual, f.bias) {
         (None, Some(b)) => Start::Bias(&b[first_channel..first_channel + rows]),
         (None, None) => Start::Zero,
-        // SAFETY: the caller owns the tile.
         (Some(_), _) => {
-            match unsafe { init_rows(out, dst, rows, cols, stride, first_channel, f) } {
-                true => Start::Current,
-                false => Start::Zero,
-            }
+            // SAFETY: the caller owns the tile.
+            unsafe { init_rows(out, dst, rows, cols, stride, first_channel, f) };
+            Start::Current
         }
     };
     let ptrs = (0..rows)
@@ -560,8 +558,8 @@ pub(crate) fn conv1d_single_input(x: &[f32], w: &[f32], f: &Fusion, g: &ConvGeom
                 }
             }
         });
-    // SAFETY: the jobs cover every (input channel, tile), and each initialised all the rows of
-    // its output channels by `init_row`.
+    // SAFETY: the jobs cover every (input channel, tile), and each wrote all the rows of its
+    // output channels (`depthwise_row` writes every sample).
     unsafe { assume_init(out) }
 }
 
@@ -651,7 +649,6 @@ pub(crate) fn residual_dw_pw(
     unsafe { assume_init(out) }
 }
 
-/// `o[t] += sum_k w[k] * padded[t * stride + k * dilation]`.
 /// `o[t] = bias + sum_kx w[kx] padded[t stride + kx dilation]` for the `n` samples at `o`. The
 /// sums start from the bias in registers and each sample is written once: filling an output
 /// row with the bias first, then adding onto it, stalled on memory for every line of a

@@ -88,7 +88,8 @@ pub(crate) fn conv_transpose1d_polyphase(
         );
         let tmp = &mut scratch.c;
         for (r, (taps, wr)) in phases.iter().enumerate() {
-            tmp.clear();
+            // Every element is written below (the bias, or the kernel's sums from it): only
+            // grown elements are cleared.
             tmp.resize(g.c_out * nm, 0.0);
             if *taps == 0 {
                 for (co, row) in tmp.chunks_exact_mut(nm).enumerate() {

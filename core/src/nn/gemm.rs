@@ -162,9 +162,7 @@ impl SharedOut {
     /// # Panics
     /// When `offset` is past the end.
     pub fn ptr_at(&self, offset: usize) -> *mut f32 {
-        assert!(offset <= self.len);
-        // SAFETY: in bounds (asserted).
-        unsafe { self.ptr.add(offset) }
+        self.row_ptr(offset, 0)
     }
 
     /// A pointer to row `offset..offset + len`, for kernels that write it directly (each

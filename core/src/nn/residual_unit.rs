@@ -272,7 +272,7 @@ fn run(
         );
         // hidden = elu(conv1(...)): [hidden, nt].
         let mut hidden = std::mem::take(&mut scratch.c);
-        hidden.clear();
+        // Every element is written by conv1 below: only grown elements are cleared.
         hidden.resize(p.hidden * nt, 0.0);
         match p.w1.0 {
             Conv1Weights::Plain(w) => {
